@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create .venv at the repository root and install everything the project needs.
+# Idempotent: a second run only checks. Order matters (DESIGN.md 3):
+#   1. torch first and explicit (the CPU build on this machine's disk; a plain `torch`
+#      requirement would pull a multi-GB CUDA build),
+#   2. FastGeodis from source against that torch (setuptools<82: its setup.py uses pkg_resources),
+#   3. the project itself with its extras.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+TORCH_SPEC="${SINGR_TORCH_SPEC:-torch==2.13.0}"
+FASTGEODIS_SPEC="FastGeodis==1.0.5"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp=".venv/.singr-setup-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ] && "$VPY" -c "import torch, FastGeodis, monai, singr" 2>/dev/null; then
+  echo "[setup] .venv is up to date"
+  exit 0
+fi
+
+"$VPY" -m pip install -q --upgrade "pip<27" "setuptools<82" wheel ninja
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  echo "[setup] installing $TORCH_SPEC"
+  "$VPY" -m pip install -q "$TORCH_SPEC"
+fi
+if ! "$VPY" -c "import FastGeodis" 2>/dev/null; then
+  echo "[setup] building $FASTGEODIS_SPEC from source against the installed torch (1-4 min)"
+  MAX_JOBS="${MAX_JOBS:-2}" "$VPY" -m pip install -q --no-build-isolation "$FASTGEODIS_SPEC"
+fi
+echo "[setup] installing the project and its dependencies"
+"$VPY" -m pip install -q -e ".[all,test]"
+rm -f .venv/.singr-setup-*
+touch "$stamp"
+echo "[setup] done: $("$VPY" -c 'import torch, monai, FastGeodis; print("torch", torch.__version__, "monai", monai.__version__)')"

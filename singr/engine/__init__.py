@@ -1,0 +1,1 @@
+"""Training, inference and evaluation engine (plain PyTorch + MONAI; no Ray)."""
