@@ -5,6 +5,7 @@
     singr train       train a model from a config (resumes from last.pt)
     singr evaluate    segment a split and write per-case metrics and a summary
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
+    singr tune        hyperparameter sweep on Ray (needs the `tune` extra; same as python -m tune)
 
 Every subcommand takes ``--config`` and trailing ``key=value`` overrides where relevant,
 and ``--help``. Bad input ends with one line naming the case/file/field and exit code 2.
@@ -128,6 +129,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    # Ray lives in the optional `tune` package; import it here, never at module import time.
+    try:
+        from tune.cli import run
+    except ImportError as e:
+        raise SingrInputError(f"`singr tune` needs the tune extra (pip install -e '.[tune]'): {e}") from e
+    return run(args.config, args.overrides, resume=not args.no_resume, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="singr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -183,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels to write (default: the training data's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("tune", help="hyperparameter sweep on Ray (maps -> Tune/Optuna/ASHA -> MLflow)",
+                       description="Same as `python -m tune`: SiNG maps for tune.lam_grid with Ray Data, an "
+                       "Optuna + ASHA sweep of Ray Train trials, MLflow tracking, best model registered. "
+                       "Uses RAY_ADDRESS when set, else a local Ray on 127.0.0.1; rerun to resume.")
+    _add_config(p)
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing sweep of the same name")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tune)
     return ap
 
 

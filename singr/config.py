@@ -44,6 +44,17 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "infer.overlap": (0.0, 1.0, True, False),
     "infer.sw_batch_size": (1, math.inf, True, True),
     "synth.n_cases": (1, math.inf, True, True),
+    "tune.num_samples": (1, math.inf, True, True),
+    "tune.max_concurrent": (1, math.inf, True, True),
+    "tune.num_workers": (1, math.inf, True, True),
+    "tune.cpus_per_worker": (0.0, math.inf, False, True),
+    "tune.gpus_per_worker": (0.0, math.inf, True, True),
+    "tune.map_actors": (1, math.inf, True, True),
+    "tune.map_cpus": (0.0, math.inf, False, True),
+    "tune.map_gpus": (0.0, math.inf, True, True),
+    "tune.max_failures": (-1, math.inf, True, True),
+    "tune.asha.grace_period": (1, math.inf, True, True),
+    "tune.asha.reduction_factor": (1.0, math.inf, False, True),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.layout": ("auto", "brats2020", "brats2023", "lgg", "nnunet"),
@@ -150,11 +161,43 @@ def validate(cfg: dict[str, Any], ref: dict[str, Any], source: Path | str = "<co
         if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
             raise SingrConfigError(f"data.split_ratios = {ratios!r}; expected three non-negative numbers "
                                    "(train, val, test) that sum to 1", path=source)
+    _check_tune(cfg.get("tune") or {}, source)
     for key in ("train.patch_size", "infer.roi_size", "synth.shape"):
         sec, name = key.split(".")
         v = cfg.get(sec, {}).get(name)
         if v is not None and (len(v) != 3 or any((not isinstance(x, int)) or x < 1 for x in v)):
             raise SingrConfigError(f"{key} = {v!r}; expected three positive integers", path=source)
+
+
+def _check_tune(t: dict[str, Any], source: Path | str) -> None:
+    """Search bounds of the ``tune`` section: each must lie in its parameter's range, low <= high."""
+    def num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    grid = t.get("lam_grid")
+    if grid is not None:
+        if not isinstance(grid, list) or not grid or not all(num(v) and 0.0 <= v <= 1.0 for v in grid):
+            raise SingrConfigError(f"tune.lam_grid = {grid!r}; expected a non-empty list of lambda values "
+                                   "in [0, 1]", path=source)
+    bounds = {"tune.delta": (0.0, 1.0, False, "[0, 1)"), "tune.gamma": (0.0, math.inf, True, "[0, inf)"),
+              "tune.lr": (0.0, math.inf, True, "(0, inf)")}
+    for key, (lo, hi, hi_inc, text) in bounds.items():
+        v = t.get(key.split(".")[1])
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) != 2 or not all(num(x) for x in v):
+            raise SingrConfigError(f"{key} = {v!r}; expected [low, high], two numbers in {text}", path=source)
+        a, b = v
+        low_ok = (a > lo) if key == "tune.lr" else (a >= lo)
+        if not low_ok or not (b <= hi if hi_inc else b < hi) or not (b >= lo):
+            raise SingrConfigError(f"{key} = {v!r} is out of range; both bounds must lie in {text}", path=source)
+        if a > b:
+            raise SingrConfigError(f"{key} = {v!r}; low {a} is greater than high {b}", path=source)
+    models = t.get("models")
+    if models is not None:
+        if not isinstance(models, list) or not models or any(m not in _CHOICES["model.name"] for m in models):
+            raise SingrConfigError(f"tune.models = {models!r}; expected a non-empty list of "
+                                   f"{', '.join(_CHOICES['model.name'])}", path=source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -16,15 +16,15 @@ SiNG target for any delta is built from the cached distances at load time.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .cache import DistanceCache, SingSettings, atomic_save_npz
+from .cache import DistanceCache, SingSettings
 from .errors import SingrInputError
+from .io import atomic_path, write_json
 from .regions import labels_to_regions, region_names
 from .sing import sing_from_distances
 
@@ -68,24 +68,8 @@ def _source_stamp(case: Any) -> list[list[Any]]:
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
 
 
 def prepare_case(case: Any, cache_root: str | Path, spacing: Sequence[float] | None = None) -> PreparedCase:
@@ -115,7 +99,7 @@ def prepare_case(case: Any, cache_root: str | Path, spacing: Sequence[float] | N
     if regions is not None:
         _atomic_npy(root / "regions.npy", regions.astype(np.uint8))
     names = region_names(loaded.label_convention)
-    _atomic_json(meta_p, {"version": PREP_VERSION, "case_id": case.case_id, "spacing": list(sp),
+    write_json(meta_p, {"version": PREP_VERSION, "case_id": case.case_id, "spacing": list(sp),
                           "shape": list(image.shape[1:]), "channels": int(image.shape[0]),
                           "modalities": list(loaded.modalities), "label_convention": loaded.label_convention,
                           "region_names": list(names), "has_label": regions is not None, "sources": stamp})
@@ -178,4 +162,4 @@ def preprocess_cases(
 
 
 __all__ = ["normalize_image", "PreparedCase", "prepare_case", "load_prepared", "sing_targets",
-           "preprocess_cases", "atomic_save_npz"]
+           "preprocess_cases"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import SingrInputError
+from ..io import write_text
 from ..metrics import case_metrics, summarize
 from ..preprocess import normalize_image
 from ..regions import regions_to_labels
@@ -66,13 +66,6 @@ class Predictor:
         return self.from_logits(self.logits(image), label_convention)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_rows_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     buf = io.StringIO()
     keys = list(rows[0]) if rows else ["case"]
@@ -80,7 +73,7 @@ def write_rows_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    _atomic_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def summary_markdown(summary: dict[str, dict[str, float]], region_names: Sequence[str], title: str) -> str:
@@ -141,8 +134,8 @@ def evaluate(
     summ = summarize(rows)
     write_rows_csv(out / f"metrics_{split}.csv", rows)
     result = {"split": split, "n_cases": len(rows), "checkpoint": str(checkpoint), "summary": summ}
-    _atomic_text(out / f"summary_{split}.json", json.dumps(result, indent=1, default=float))
-    _atomic_text(out / f"summary_{split}.md",
+    write_text(out / f"summary_{split}.json", json.dumps(result, indent=1, default=float))
+    write_text(out / f"summary_{split}.md",
                  summary_markdown(summ, pred.meta["region_names"], f"Evaluation on the {split} split"))
     result["out_dir"] = str(out)
     return result

@@ -12,8 +12,6 @@ The loop is plain PyTorch so that a distributed runner (``tune/``) can call
 from __future__ import annotations
 
 import csv
-import json
-import os
 import random
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 
 from ..config import dump_config
+from ..io import write_json, write_text
 from ..losses import build_loss, is_regression_loss
 from ..metrics import case_metrics, summarize
 from ..models import model_from_config, size_multiple
@@ -181,9 +180,7 @@ def fit(
     if is_main:
         paths.output_dir.mkdir(parents=True, exist_ok=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = paths.output_dir / ".config.yaml.tmp"
-        tmp.write_text(dump_config(cfg))
-        os.replace(tmp, paths.output_dir / "config.yaml")
+        write_text(paths.output_dir / "config.yaml", dump_config(cfg))
     from tqdm.auto import tqdm
 
     epochs = int(tr["epochs"])
@@ -230,7 +227,5 @@ def fit(
               "best_checkpoint": str(ckpt_dir / "best.pt"), "last_checkpoint": str(ckpt_dir / "last.pt"),
               "last_metrics": last_metrics, "output_dir": str(paths.output_dir), "split_file": str(paths.split_file)}
     if is_main:
-        tmp = paths.output_dir / ".train_result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1, default=float))
-        os.replace(tmp, paths.output_dir / "train_result.json")
+        write_json(paths.output_dir / "train_result.json", result)
     return result

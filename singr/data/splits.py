@@ -1,0 +1,117 @@
+"""Deterministic train / val / test splits, saved to a JSON file (DESIGN.md 1.4)."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SingrInputError
+from ..io import write_json
+
+__all__ = ["SPLIT_KEYS", "split_sizes", "make_split", "load_or_create_split"]
+
+SPLIT_KEYS: tuple[str, str, str] = ("train", "val", "test")
+
+
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    r = tuple(float(x) for x in ratios)
+    if len(r) != 3 or any(not math.isfinite(x) or x < 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
+        raise SingrInputError(f"split ratios must be three non-negative numbers (train, val, test) "
+                              f"summing to 1, got {list(ratios)}")
+    return r  # type: ignore[return-value]
+
+
+def split_sizes(n: int, ratios: Sequence[float] = (0.64, 0.16, 0.20)) -> tuple[int, int, int]:
+    """(train, val, test) sizes: val and test rounded, train the rest.
+
+    369 -> (236, 59, 74); 110 -> (70, 18, 22). With n >= 3, a non-zero val or test ratio
+    gets at least one case, and train keeps at least one.
+    """
+    _, r_val, r_test = _check_ratios(ratios)
+    n_val = int(math.floor(r_val * n + 0.5))
+    n_test = int(math.floor(r_test * n + 0.5))
+    if n >= 3:
+        n_val = max(n_val, 1 if r_val > 0 else 0)
+        n_test = max(n_test, 1 if r_test > 0 else 0)
+    while n_val + n_test > max(n - 1, 0) and n_val + n_test > 0:  # keep >= 1 training case
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+def make_split(case_ids: Sequence[str], ratios: Sequence[float] = (0.64, 0.16, 0.20),
+               seed: int = 0) -> dict[str, list[str]]:
+    """Split ``case_ids`` into {"train", "val", "test"} lists (each sorted).
+
+    Deterministic given ``seed`` and the set of ids (their order does not matter); every
+    case lands in exactly one list. Duplicate ids are an error.
+    """
+    ids = sorted(str(c) for c in case_ids)
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise SingrInputError(f"case ids occur more than once: {dup[:10]}")
+    n_train, n_val, _ = split_sizes(len(ids), ratios)
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    shuffled = [ids[i] for i in perm]
+    return {
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train:n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val:]),
+    }
+
+
+def _names(ids: Sequence[str], limit: int = 10) -> str:
+    ids = sorted(ids)
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
+def load_or_create_split(path: str | Path, case_ids: Sequence[str],
+                         ratios: Sequence[float] = (0.64, 0.16, 0.20), seed: int = 0) -> dict:
+    """Read the split saved at ``path``, or make one and save it there (atomically).
+
+    Returns {"seed", "ratios", "train", "val", "test"}. An existing file whose cases differ
+    from ``case_ids`` is an error naming the file and the missing / extra ids (the split is
+    never silently redone). An existing file made with another seed or ratios is used as
+    it is, with a warning.
+    """
+    path = Path(path)
+    ids = sorted({str(c) for c in case_ids})
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SingrInputError(f"cannot read split file ({err}); expected JSON with train/val/test lists",
+                                  path=path) from err
+        if not isinstance(saved, dict) or any(not isinstance(saved.get(k), list) for k in SPLIT_KEYS):
+            raise SingrInputError("split file must hold lists 'train', 'val' and 'test'", path=path)
+        listed = [str(c) for k in SPLIT_KEYS for c in saved[k]]
+        if len(set(listed)) != len(listed):
+            dup = sorted({c for c in listed if listed.count(c) > 1})
+            raise SingrInputError(f"split file lists cases more than once: {_names(dup)}", path=path)
+        missing = sorted(set(ids) - set(listed))
+        extra = sorted(set(listed) - set(ids))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} case(s) in the data but not in the split: {_names(missing)}")
+            if extra:
+                parts.append(f"{len(extra)} case(s) in the split but not in the data: {_names(extra)}")
+            raise SingrInputError("the saved split does not match the cases found; " + "; ".join(parts)
+                                  + ". Delete the file or point to another split file to make a new split",
+                                  path=path)
+        if saved.get("seed") != seed or [float(x) for x in saved.get("ratios", [])] != [float(x) for x in ratios]:
+            warnings.warn(f"{path}: using the saved split (seed {saved.get('seed')}, ratios {saved.get('ratios')}) "
+                          f"instead of seed {seed}, ratios {list(ratios)}", stacklevel=2)
+        return {"seed": saved.get("seed"), "ratios": saved.get("ratios"),
+                **{k: [str(c) for c in saved[k]] for k in SPLIT_KEYS}}
+    split = make_split(ids, ratios, seed)
+    record = {"seed": seed, "ratios": [float(x) for x in ratios], **split}
+    write_json(path, record)
+    return record

@@ -1,0 +1,205 @@
+"""Synthetic BraTS-like cases written in the BraTS 2020 layout.
+
+So that the demo and the tests run real NIfTI files through the real readers. A case is a
+skull-stripped ellipsoidal "brain" with a wobbly surface, white matter, grey matter, CSF
+and ventricles with different contrasts per modality, and a tumour with irregular
+(smoothly deformed) shapes: necrotic core (label 1, dark on t1ce), enhancing rim (label 4,
+bright on t1ce) and oedema (label 2, bright on flair and t2). Some cases have no
+enhancing tumour or a small tumour. Imaging effects: partial-volume blur, a smooth
+multiplicative bias field, Rician noise; annotation jitter flips a few label-boundary
+voxels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..io import write_nifti
+from .readers import MODALITIES
+
+__all__ = ["synthesize_case", "synthesize_dataset", "case_name"]
+
+# Mean intensity per tissue and modality (flair, t1, t1ce, t2), before scaling.
+_TISSUE = {
+    "wm": (0.55, 0.85, 0.80, 0.45),
+    "gm": (0.70, 0.60, 0.62, 0.65),
+    "csf": (0.15, 0.25, 0.27, 1.00),
+    "ed": (1.00, 0.50, 0.52, 0.90),
+    "ncr": (0.60, 0.33, 0.22, 0.95),
+    "et": (0.82, 0.58, 1.25, 0.72),
+}
+_SCALE = 600.0
+
+
+def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, cell: float) -> np.ndarray:
+    """Smooth random field with unit standard deviation, correlation length about ``cell`` voxels.
+
+    White noise on a coarse grid (node spacing ``cell / 2``), interpolated separably with
+    Gaussian weights (one small matrix per axis): cheap and smooth. Short correlation
+    lengths filter full-size white noise with a Gaussian instead.
+    """
+    cell = max(float(cell), 1.0)
+    if cell <= 4.0:  # short correlation: filtering white noise is cheaper
+        field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), cell / np.sqrt(2), mode="wrap")
+        std = float(field.std())
+        return (field - field.mean()) / (std if std > 0 else 1.0)
+    step = cell / 2  # nodes denser than the kernel width: no lattice artefacts
+    coarse = rng.standard_normal(tuple(int(np.ceil(s / step)) + 7 for s in shape)).astype(np.float32)
+    mats = []
+    for axis, s in enumerate(shape):
+        nodes = (np.arange(coarse.shape[axis], dtype=np.float32) - 3.0) * step
+        pos = np.arange(s, dtype=np.float32)
+        weights = np.exp(-(((pos[:, None] - nodes[None, :]) / cell) ** 2))
+        mats.append(weights / weights.sum(1, keepdims=True))
+    # contract the last axis last so that the big array is written once, in C order
+    field = np.tensordot(mats[0], coarse, axes=([1], [0]))            # (X, c1, c2)
+    field = np.einsum("xjk,yj->xyk", field, mats[1], optimize=True)   # (X, Y, c2)
+    field = (field.reshape(-1, field.shape[2]) @ mats[2].T).reshape(shape).astype(np.float32, copy=False)
+    std = float(field.std())
+    return (field - field.mean()) / (std if std > 0 else 1.0)
+
+
+def _grid(shape: tuple[int, int, int]) -> list[np.ndarray]:
+    return [np.arange(s, dtype=np.float32).reshape([-1 if i == a else 1 for i in range(3)])
+            for a, s in enumerate(shape)]
+
+
+def _jitter_labels(label: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Flip about ``fraction`` of the label-boundary voxels to a neighbour's label."""
+    out = label.copy()
+    for _ in range(2):
+        axis = int(rng.integers(3))
+        shift = int(rng.choice([-1, 1]))
+        neighbour = np.roll(label, shift, axis=axis)
+        flip = (neighbour != label) & (rng.random(label.shape) < fraction)
+        out[flip] = neighbour[flip]
+    return out
+
+
+def synthesize_case(shape: Sequence[int] = (96, 96, 64), seed: int | Sequence[int] = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic case.
+
+    Returns ``image`` (4, X, Y, Z) float32 in canonical order (flair, t1, t1ce, t2),
+    positive inside the brain and 0 outside, and ``label`` (X, Y, Z) uint8 with values in
+    {0, 1, 2, 4} (BraTS 2020), tumour inside the brain. Deterministic given ``seed``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 8:
+        raise ValueError(f"shape must be three sizes >= 8, got {shape}")
+    rng = np.random.default_rng(seed)
+    x, y, z = _grid(shape)  # type: ignore[arg-type]
+    centre = np.array(shape, dtype=np.float32) / 2 + rng.uniform(-0.03, 0.03, 3) * np.array(shape)
+    radii = np.array(shape, dtype=np.float32) * rng.uniform(0.38, 0.44, 3)
+    u, v, w = (x - centre[0]) / radii[0], (y - centre[1]) / radii[1], (z - centre[2]) / radii[2]
+    d = np.sqrt(u * u + v * v + w * w)  # 0 at the centre, 1 on the mean brain surface
+    cell = min(shape) / 4
+    surface = 1.0 + 0.05 * _smooth_field(shape, rng, cell)
+    brain = d < surface
+    rel = d / surface  # depth inside the brain, 0..1
+    folds = 0.04 * _smooth_field(shape, rng, cell / 3)
+
+    tissue = np.full(shape, 0, dtype=np.uint8)  # 0 wm, 1 gm, 2 csf
+    tissue[rel + folds > 0.78] = 1
+    tissue[rel > 0.94] = 2
+    for side in (-1, 1):  # lateral ventricles
+        vd = ((u - side * 0.16) / 0.10) ** 2 + ((v + 0.05) / 0.38) ** 2 + ((w - 0.05) / 0.18) ** 2
+        tissue[vd < 1.0] = 2
+
+    # Tumour: centre well inside the brain, irregular nested regions.
+    small = rng.random() < 0.15
+    no_et = rng.random() < 0.2
+    no_ncr = (not no_et) and rng.random() < 0.15
+    base = min(shape)
+    r_core = base * (rng.uniform(0.03, 0.05) if small else rng.uniform(0.07, 0.13))
+    r_core = max(r_core, 1.5)
+    ed_factor = rng.uniform(1.4, 2.2)
+    limit = max(0.0, 0.8 - ed_factor * r_core / float(min(radii)))  # keep tumour + oedema inside
+    tc = centre
+    for _ in range(100):
+        t = rng.normal(size=3)
+        t = t / np.linalg.norm(t) * rng.uniform(0.0, max(limit, 1e-3))
+        cand = centre + t * radii
+        if brain[tuple(np.clip(np.round(cand).astype(int), 0, np.array(shape) - 1))]:
+            tc = cand
+            break
+    dist = np.sqrt((x - tc[0]) ** 2 + (y - tc[1]) ** 2 + (z - tc[2]) ** 2) / r_core
+    # Multiplicative deformations exp(a * field) stay positive; hard radii keep the regions
+    # in one piece around the tumour centre.
+    dt = dist * np.exp(0.25 * _smooth_field(shape, rng, max(r_core, 2.0)))
+    core = (dt < 1.0) & (dist < 1.6)
+    necro = dt < rng.uniform(0.45, 0.7) * np.exp(0.15 * _smooth_field(shape, rng, max(r_core / 2, 2.0)))
+    oedema = (dist * np.exp(0.3 * _smooth_field(shape, rng, max(r_core, 2.0))) < ed_factor) & \
+        (dist < 1.5 * ed_factor)
+
+    label = np.zeros(shape, dtype=np.uint8)
+    label[oedema] = 2
+    if no_et:
+        label[core] = 1
+    elif no_ncr:
+        label[core] = 4
+    else:
+        label[core] = 4
+        label[necro & core] = 1
+    label[~brain] = 0
+    label = _jitter_labels(label, rng, fraction=0.08)
+    label[~brain] = 0
+
+    # Intensities: tissue means, tumour classes on top, texture, blur, bias, noise.
+    classes = {"wm": (tissue == 0), "gm": (tissue == 1), "csf": (tissue == 2),
+               "ed": label == 2, "ncr": label == 1, "et": label == 4}
+    image = np.zeros((4,) + shape, dtype=np.float32)
+    texture = 0.05 * _smooth_field(shape, rng, 3.0)
+    bias = np.exp(0.12 * _smooth_field(shape, rng, min(shape) / 1.5)).astype(np.float32)
+    sigma_noise = 0.025 * _SCALE
+    for c in range(len(MODALITIES)):
+        chan = np.zeros(shape, dtype=np.float32)
+        for name, mask in classes.items():  # later classes overwrite (tumour over tissue)
+            chan[mask] = _TISSUE[name][c]
+        chan = ndimage.gaussian_filter(chan * (1.0 + texture), sigma=0.7) * _SCALE
+        chan *= bias * np.float32(1.0 + rng.uniform(-0.05, 0.05))
+        n1 = rng.standard_normal(shape, dtype=np.float32) * sigma_noise
+        n2 = rng.standard_normal(shape, dtype=np.float32) * sigma_noise
+        chan = np.sqrt((chan + n1) ** 2 + n2 ** 2)  # Rician magnitude
+        chan = np.maximum(chan, 1.0)
+        chan[~brain] = 0.0
+        image[c] = chan
+    return image, label
+
+
+def case_name(index: int) -> str:
+    """BraTS 2020 case id for a 1-based index: ``BraTS20_Training_001``."""
+    return f"BraTS20_Training_{index:03d}"
+
+
+def synthesize_dataset(out_dir: str | Path, n_cases: int = 12, shape: Sequence[int] = (96, 96, 64), seed: int = 0,
+                       compress: bool = True, progress: bool = True,
+                       spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> list[Path]:
+    """Write ``n_cases`` synthetic cases in the BraTS 2020 layout; return their folders.
+
+    ``out_dir/BraTS20_Training_001/BraTS20_Training_001_{flair,t1,t1ce,t2,seg}.nii.gz``
+    (``.nii`` when not ``compress``), affine diag(spacing), each file written atomically.
+    Case i is generated from seed (seed, i), so it does not depend on ``n_cases``. A case
+    whose five files all exist is skipped.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    ext = ".nii.gz" if compress else ".nii"
+    affine = np.diag([float(s) for s in spacing] + [1.0])
+    folders = []
+    for i in tqdm(range(1, int(n_cases) + 1), desc="synthesising cases", disable=not progress):
+        cid = case_name(i)
+        folder = out_dir / cid
+        files = {m: folder / f"{cid}_{m}{ext}" for m in (*MODALITIES, "seg")}
+        folders.append(folder)
+        if all(p.is_file() for p in files.values()):
+            continue
+        image, label = synthesize_case(shape, seed=(int(seed), i))
+        for c, m in enumerate(MODALITIES):
+            write_nifti(files[m], image[c], affine)
+        write_nifti(files["seg"], label, affine)
+    return folders

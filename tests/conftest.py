@@ -1,0 +1,34 @@
+"""Shared pytest fixtures (keep small)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def _write_nii(path: str | Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Write ``array`` as NIfTI with plain nibabel (independent of singr.io)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(array)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine, dtype=array.dtype), str(path))
+    return path
+
+
+@pytest.fixture
+def write_nii() -> Callable[..., Path]:
+    """``write_nii(path, array, affine=None) -> path``: write a NIfTI file for a test."""
+    return _write_nii
+
+
+@pytest.fixture(scope="session")
+def synthetic_brats_root(tmp_path_factory) -> Path:
+    """Three small synthetic cases (32 x 32 x 24) in the BraTS 2020 layout; read-only for tests."""
+    from singr.data.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_brats")
+    synthesize_dataset(root, n_cases=3, shape=(32, 32, 24), seed=0, progress=False)
+    return root
