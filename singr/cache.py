@@ -27,7 +27,7 @@ class SingSettings:
 
     lam: float = 0.5
     iterations: int = 4
-    engine: str = "fastgeodis"
+    engine: str = "fast"
     boundary_mode: str = "3d"
 
     def key(self, spacing: Sequence[float]) -> str:

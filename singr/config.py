@@ -60,6 +60,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.layout": ("auto", "brats2020", "brats2023", "lgg", "nnunet"),
     "data.label_convention": ("auto", "brats2020", "brats2023", "binary"),
     "sing.boundary": ("3d", "canny2d"),
+    "sing.engine": ("fast", "fastgeodis"),
     "model.name": ("unet3d", "segresnet", "swinunetr", "unetr", "unetpp"),
     "loss.name": ("focal_l1", "focal_l1_dagger", "l1", "l2", "product", "dice_bce"),
     "infer.mode": ("constant", "gaussian"),

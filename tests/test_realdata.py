@@ -61,3 +61,11 @@ def test_sing_maps_of_three_regions(brats_case):
     np.testing.assert_array_equal(sing_from_distances(d, 0.5), maps[2])
     direct = compute_distances(regions[2], img, lam=0.5, spacing=(3.0, 3.0, 3.0))
     np.testing.assert_array_equal(sing_from_distances(direct, 0.3), sing_from_distances(d, 0.3))
+    # the fast default engine against the reference engine (FastGeodis, full volume) on every region
+    for r, fast in zip(regions, maps):
+        ref = sing_from_distances(compute_distances(r, img, lam=0.5, spacing=(3.0, 3.0, 3.0),
+                                                    engine="fastgeodis"), 0.5)
+        band = ref > -1
+        dS = np.abs(fast - ref)[band]
+        assert dS.mean() <= 0.005 and (dS > 0.05).mean() <= 0.01
+        assert (np.sign(fast) == np.sign(ref)).all()
