@@ -20,6 +20,7 @@ without recomputing anything (see :mod:`singr.cache`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -279,6 +280,19 @@ def sing_maps(
     regions = np.asarray(regions)
     if regions.ndim != 4:
         raise SingrInputError(f"regions must be (R, D, H, W), got shape {regions.shape}")
-    return np.stack([
-        sing_map(r, image, lam, delta, spacing, iterations, engine, device, boundary_mode) for r in regions
-    ])
+    return np.stack(map_regions(
+        lambda r: sing_map(r, image, lam, delta, spacing, iterations, engine, device, boundary_mode), regions,
+        engine))
+
+
+def map_regions(fn, regions, engine: str = "fast", workers: int | None = None) -> list:
+    """``[fn(r) for r in regions]``, on a thread per core for the fast engine (its kernel
+    releases the GIL); sequential for FastGeodis, which parallelises itself."""
+    items = list(regions)
+    n = min(len(items), workers or os.cpu_count() or 1)
+    if engine != "fast" or n <= 1:
+        return [fn(r) for r in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as ex:
+        return list(ex.map(fn, items))

@@ -1,0 +1,258 @@
+"""The project's benchmarks; writes benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/run.py [--case DIR] [--repeats N] [--out FILE] [--tiny]
+
+Every figure is the median of ``--repeats`` runs, next to the ratio to its baseline
+measured in the same run:
+
+* SiNG maps of the 3 regions of the real case (4-channel z-scored image, lambda 0.5,
+  delta 0.5): the default "fast" engine vs the reference engine (FastGeodis on the full
+  volume). Time ratio, peak memory (each engine in a fresh process), agreement over the
+  reference band (mean |dS|, share of voxels with |dS| > 0.05, sign agreement), and the
+  time to read the case's files, the floor preprocessing is compared with.
+* Training throughput: samples/s of a SiNGR step (targets built from cached distances,
+  Focal-L1) vs the hard-label step (binary targets, Dice+BCE), same model, patch, batch.
+* Inference: one full-size case through the in-process predictor vs the HTTP endpoint
+  (when ``serve`` is importable), and the sweep's map stage with a cold and a warm cache
+  (when ``tune`` is importable).
+
+``--tiny`` runs every benchmark on small inputs (what the tests check); it does not
+write the repository's RESULTS.md unless ``--out`` says so.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CASE = ROOT.parent / "shared" / "data" / "brats-case"
+MODS = ("t2f", "t1n", "t1c", "t2w")  # canonical order flair, t1, t1ce, t2
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def load_case(case_dir: Path, tiny: bool):
+    from singr.data.readers import load_case_from_files
+
+    c = load_case_from_files({m: case_dir / f"{m}.nii.gz" for m in MODS}, label=case_dir / "seg.nii.gz",
+                             label_convention="auto", case_id=case_dir.name)
+    if tiny:  # a 3 mm version of the case: same anatomy, 27x fewer voxels
+        c.image, c.label, c.spacing = c.image[:, ::3, ::3, ::3], c.label[::3, ::3, ::3], (3.0, 3.0, 3.0)
+    return c
+
+
+# --------------------------------------------------------------------------- SiNG maps
+def _maps_worker(case_dir: str, engine: str, tiny: bool) -> None:
+    """Child process: compute the 3 maps once with ``engine``; print peak RSS (MiB) and time."""
+    import resource
+
+    from singr.preprocess import normalize_image
+    from singr.regions import labels_to_regions
+    from singr.sing import compute_distances
+
+    c = load_case(Path(case_dir), tiny)
+    img = normalize_image(c.image)
+    regions = labels_to_regions(c.label, c.label_convention)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if engine != "none":
+        compute_distances(regions[2][:8, :8, :8], img[:, :8, :8, :8], 0.5, engine=engine)  # compile / warm
+        t = time.perf_counter()
+        for r in regions:
+            compute_distances(r, img, 0.5, c.spacing, engine=engine)
+        dt = time.perf_counter() - t
+    else:
+        dt = 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak, "before_maps_mib": base, "seconds": dt}))
+
+
+def bench_maps(case_dir: Path, repeats: int, tiny: bool) -> dict[str, Any]:
+    from singr.data.readers import load_case_from_files
+    from singr.preprocess import normalize_image
+    from singr.regions import labels_to_regions
+    from singr.sing import compute_distances, sing_from_distances
+
+    read_t, c = median_time(lambda: load_case(case_dir, tiny), repeats)
+    img = normalize_image(c.image)
+    regions = labels_to_regions(c.label, c.label_convention)
+    compute_distances(regions[2][:8, :8, :8], img[:, :8, :8, :8], 0.5, engine="fast")  # jit warm-up
+
+    def run(engine):
+        return [compute_distances(r, img, 0.5, c.spacing, engine=engine) for r in regions]
+
+    fast_t, fast = median_time(lambda: run("fast"), repeats)
+    ref_t, ref = median_time(lambda: run("fastgeodis"), repeats)
+    agree = {}
+    for name, a, b in zip(("TC", "WT", "ET"), fast, ref):
+        sa, sb = sing_from_distances(a, 0.5), sing_from_distances(b, 0.5)
+        band = sb > -1
+        d = np.abs(sa - sb)[band]
+        agree[name] = {"band_voxels": int(band.sum()), "mean_abs_dS": float(d.mean()),
+                       "share_gt_0.05": float((d > 0.05).mean()), "sign_agreement": float((np.sign(sa) == np.sign(sb)).mean()),
+                       "bitwise_equal": bool(np.array_equal(sa, sb)),
+                       "crop": [s.stop - s.start for s in a.bbox] if a.bbox else None}
+    prep_t, _ = median_time(lambda: (normalize_image(load_case(case_dir, tiny).image), run("fast")), repeats)
+    mem = {}
+    for engine in ("none", "fast", "fastgeodis"):
+        out = subprocess.run([sys.executable, __file__, "--maps-worker", str(case_dir), engine] + (["--tiny"] if tiny else []),
+                             capture_output=True, text=True, check=True)
+        mem[engine] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"shape": list(c.image.shape), "spacing": list(c.spacing), "read_s": read_t, "fast_s": fast_t,
+            "reference_s": ref_t, "speedup": ref_t / fast_t, "preprocess_s": prep_t, "preprocess_over_read": prep_t / read_t,
+            "agreement": agree, "memory": mem}
+
+
+# --------------------------------------------------------------------------- training step
+def bench_train(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
+    import torch
+
+    from singr.config import load_config
+    from singr.data.synth import synthesize_dataset
+    from singr.engine.data import PatchDataset, discover, prepare, run_paths, sing_settings, split_cases
+    from singr.engine.train import loss_from_config
+    from singr.models import model_from_config
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    base = "smoke.yaml" if tiny else "synthetic.yaml"
+    root = workdir / "data"
+    cfg = load_config(base, [f"data.root={root}", f"output_dir={workdir / 'run'}"])
+    s = cfg["synth"]
+    synthesize_dataset(root, n_cases=int(s["n_cases"]), shape=tuple(s["shape"]), seed=0, progress=False)
+    paths = run_paths(cfg)
+    cases = discover(cfg)
+    split = split_cases(cfg, cases, paths)
+    prepare(cfg, cases, paths, progress=False)
+    tr = cfg["train"]
+    steps = 3 if tiny else 10
+    out = {}
+    for kind, loss_name in (("singr", "focal_l1"), ("hard", "dice_bce")):
+        c = dict(cfg, loss=dict(cfg["loss"], name=loss_name))
+        ds = PatchDataset(paths.cache_dir, split["train"], tr["patch_size"], steps * tr["batch_size"],
+                          loss_name != "dice_bce", sing_settings(c), 0.5, c["augment"], in_memory=True)
+        torch.manual_seed(0)
+        model = model_from_config(c, 4, 3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        loss_fn = loss_from_config(c)
+        loader = torch.utils.data.DataLoader(ds, batch_size=tr["batch_size"], num_workers=0)
+
+        def epoch():
+            n = 0
+            for b in loader:
+                opt.zero_grad()
+                loss = loss_fn(model(b["image"]), b["target"])
+                loss.backward()
+                opt.step()
+                n += b["image"].shape[0]
+            return n
+
+        epoch()  # warm-up
+        t, n = median_time(epoch, repeats)
+        out[kind] = {"samples_per_s": n / t, "loss": loss_name}
+    out["ratio_singr_over_hard"] = out["singr"]["samples_per_s"] / out["hard"]["samples_per_s"]
+    out["patch"], out["batch"], out["model"] = tr["patch_size"], tr["batch_size"], cfg["model"]["name"]
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def write_results(res: dict[str, Any], out: Path) -> None:
+    import torch
+
+    m = res["maps"]
+    lines = [
+        "# Benchmarks", "",
+        f"Generated by `.venv/bin/python benchmarks/run.py` on {res['date']}.", "",
+        f"- machine: {res['machine']}",
+        f"- versions: {res['versions']}",
+        f"- every time is the median of {res['repeats']} runs; ratios are against the baseline measured in the same run",
+        "",
+        "## SiNG maps: fast engine vs reference engine", "",
+        f"Case: `{res['case']}` {'x'.join(map(str, m['shape'][1:]))} voxels, {m['shape'][0]} channels, "
+        f"spacing {m['spacing']} mm; 3 regions (TC, WT, ET); lambda 0.5, delta 0.5, 4 iterations.", "",
+        "| what | time (s) | ratio |", "| --- | --- | --- |",
+        f"| reference engine (FastGeodis, full volume) | {m['reference_s']:.2f} | 1.00 |",
+        f"| fast engine (default) | {m['fast_s']:.2f} | **{m['speedup']:.1f}x faster** |",
+        f"| read the case's 5 NIfTI files | {m['read_s']:.2f} | floor |",
+        f"| preprocess (read + normalise + 3 maps, fast) | {m['preprocess_s']:.2f} | {m['preprocess_over_read']:.2f}x the read time |",
+        "", "| region | crop (fast) | band voxels | mean abs dS | share abs dS > 0.05 | sign agreement | bitwise equal |",
+        "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k, a in m["agreement"].items():
+        lines.append(f"| {k} | {a['crop']} | {a['band_voxels']} | {a['mean_abs_dS']:.2e} | {a['share_gt_0.05']:.2%} | "
+                     f"{a['sign_agreement']:.4%} | {a['bitwise_equal']} |")
+    mem = m["memory"]
+    lines += ["", "Peak resident memory of a fresh process that reads the case and computes the 3 maps once "
+              "(the 'none' row reads the case only):", "", "| engine | peak RSS (MiB) | maps time (s) |", "| --- | --- | --- |"]
+    for k in ("none", "fast", "fastgeodis"):
+        lines.append(f"| {k} | {mem[k]['peak_mib']:.0f} | {mem[k]['seconds']:.2f} |")
+    t = res.get("train")
+    if t:
+        lines += ["", "## Training throughput: SiNGR step vs hard-label step", "",
+                  f"Model `{t['model']}`, patch {t['patch']}, batch {t['batch']}, synthetic cases, CPU.", "",
+                  "| step | samples/s | ratio |", "| --- | --- | --- |",
+                  f"| hard labels (Dice+BCE, binary targets) | {t['hard']['samples_per_s']:.2f} | 1.00 |",
+                  f"| SiNGR (Focal-L1, targets from cached distances) | {t['singr']['samples_per_s']:.2f} | "
+                  f"{t['ratio_singr_over_hard']:.3f} |"]
+    for extra in res.get("extra", []):
+        lines += ["", extra]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", default=os.environ.get("SINGR_BRATS_CASE", str(DEFAULT_CASE)))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.maps_worker:
+        _maps_worker(a.maps_worker[0], a.maps_worker[1], a.tiny)
+        return 0
+    import monai
+    import torch
+
+    case = Path(a.case)
+    if not (case / "seg.nii.gz").exists():
+        print(f"benchmarks: the real case is missing at {case} (set --case or SINGR_BRATS_CASE)", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else (None if a.tiny else ROOT / "benchmarks" / "RESULTS.md")
+    res: dict[str, Any] = {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "repeats": a.repeats,
+                           "case": str(case),
+                           "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                           "versions": f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+                                       f"monai {monai.__version__}"}
+    print("[bench] SiNG maps ...", flush=True)
+    res["maps"] = bench_maps(case, a.repeats, a.tiny)
+    print(json.dumps(res["maps"], indent=1), flush=True)
+    if not a.skip_train:
+        print("[bench] training step ...", flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            res["train"] = bench_train(a.repeats, a.tiny, Path(d))
+        print(json.dumps(res["train"], indent=1), flush=True)
+    if out is not None:
+        write_results(res, out)
+        print(f"[bench] wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
