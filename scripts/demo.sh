@@ -14,7 +14,7 @@ $SINGR train -c "$CFG" "$@"
 $SINGR evaluate -c "$CFG" --save-predictions
 CASE=$(.venv/bin/python -c "import json,yaml,sys; from singr.config import load_config; c=load_config('$CFG'); print(c['data']['root']+'/'+json.load(open(c['output_dir']+'/split.json'))['test'][0])")
 OUT=$(.venv/bin/python -c "from singr.config import load_config; print(load_config('$CFG')['output_dir'])")
-$SINGR predict --checkpoint "$OUT/checkpoints/best.pt" --case "$CASE" --out "$OUT/predict" --signed
+$SINGR predict --checkpoint "$OUT/checkpoints/best.pt" --case "$CASE" --out "$OUT/predict" --signed --png
 echo
 echo "[demo] done in $(( $(date +%s) - start )) s. Results:"
 echo "  checkpoints     $OUT/checkpoints/{best,last}.pt   (training log: $OUT/log.csv)"

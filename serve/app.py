@@ -11,7 +11,6 @@ OpenAPI page is at ``/docs``. Endpoints (version 1):
 Concurrent requests are batched for the network forward pass (``@serve.batch``); bad
 input gets a 4xx JSON body ``{"error", "detail", "file", "case"}``.
 """
-from __future__ import annotations
 
 import asyncio
 import json
@@ -359,13 +358,15 @@ def settings_from_args(args: dict[str, Any] | None) -> dict[str, Any]:
     return args
 
 
-def build_app(args: dict[str, Any] | None = None, deployment_options: dict[str, Any] | None = None):
-    """Serve application builder (``import_path: serve.app:build_app`` with ``args``).
+def build_app(args: dict[str, Any]):
+    """Serve application builder: ``import_path: serve.app:build_app`` with ``args`` (keys of
+    :data:`SETTINGS_DEFAULTS`); the config's ``deployments`` section sets replicas and resources."""
+    return make_app(args)
 
-    ``args``: keys of :data:`SETTINGS_DEFAULTS`. ``deployment_options``: ``num_replicas``,
-    ``max_ongoing_requests``, ``ray_actor_options`` ... (a Serve config's ``deployments``
-    section overrides these when started by ``serve run``).
-    """
+
+def make_app(args: Optional[dict[str, Any]] = None, deployment_options: Optional[dict[str, Any]] = None):
+    """The application with ``args`` (see :data:`SETTINGS_DEFAULTS`) and ``deployment_options``
+    (``num_replicas``, ``max_ongoing_requests``, ``ray_actor_options`` ...), for ``serve.run``."""
     settings = settings_from_args(args)
     dep = SingrSegmenter.options(**deployment_options) if deployment_options else SingrSegmenter
     return dep.bind(**settings)

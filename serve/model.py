@@ -108,7 +108,8 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
     else:
         ckpt = Path(where)
         if not ckpt.is_file():
-            raise SingrInputError("checkpoint file not found", path=ckpt)
+            where_ = "" if ckpt.is_absolute() else f" (relative to {Path.cwd()})"
+            raise SingrInputError(f"checkpoint file not found{where_}", path=ckpt)
         ident = {"source": "checkpoint", "uri": str(ckpt.resolve()), "name": ckpt.stem,
                  "version": _sha256(ckpt)[:12]}
     pred = Predictor(ckpt, device)
@@ -153,8 +154,12 @@ def forward_batch(predictor: Any, images: Sequence[np.ndarray], roi_size: Sequen
     model = predictor.model
     for shape, idx in groups.items():
         x = torch.from_numpy(np.stack([normalize_image(images[i]) for i in idx])).to(predictor.device)
-        roi = tuple(int(r) for r in kw["roi_size"]) if kw["fixed_roi"] else \
-            clip_roi(kw["roi_size"], shape[1:], kw["multiple"])
+        if kw["fixed_roi"]:
+            roi = tuple(int(r) for r in kw["roi_size"])
+        else:  # at least two voxels at the deepest level, even for tiny volumes (padded by MONAI)
+            floor = 2 * int(kw["multiple"])
+            roi = tuple(max(r, min(floor, int(w))) for r, w in
+                        zip(clip_roi(kw["roi_size"], shape[1:], kw["multiple"]), kw["roi_size"]))
         with torch.no_grad():
             y = sliding_window_inference(x, roi, kw["sw_batch_size"], model, overlap=kw["overlap"], mode=kw["mode"])
         y = torch.as_tensor(y).float().cpu()

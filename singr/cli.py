@@ -5,6 +5,7 @@
     singr train       train a model from a config (resumes from last.pt)
     singr evaluate    segment a split and write per-case metrics and a summary
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
+    singr serve       HTTP inference endpoint on Ray Serve (needs the `serve` extra; serve/)
     singr tune        hyperparameter sweep on Ray (needs the `tune` extra; same as python -m tune)
 
 Every subcommand takes ``--config`` and trailing ``key=value`` overrides where relevant,
@@ -84,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SingrInputError("give --checkpoint or --config (whose output_dir holds checkpoints/best.pt)")
         ckpt = str(run_paths(cfg).checkpoints / "best.pt")
     res = evaluate(ckpt, cfg, split=args.split, out_dir=args.out, save_predictions=args.save_predictions,
-                   device=args.device, progress=not args.quiet)
+                   device=args.device, progress=not args.quiet, overlays=args.overlays)
     s = res["summary"]
     print(f"[singr] {res['n_cases']} {args.split} cases: mean Dice {s['Dice_mean']['mean']:.4f} "
           f"± {s['Dice_mean']['se']:.4f}, HD95 {s['HD95_mean']['mean']:.2f} mm; results in {res['out_dir']}")
@@ -123,6 +124,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sp = out.with_name(out.name.replace("_seg", "").replace(".nii.gz", "").replace(".nii", "") + "_signed.nii.gz")
         write_nifti(sp, np.moveaxis(p.signed, 0, -1), case.affine, case.header)
         msg += f", signed maps {sp} (channels {', '.join(p.region_names)})"
+    if args.png:
+        from .viz import overlay_png
+
+        png = out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".png")
+        overlay_png(png, case.image, p.regions, p.region_names, p.signed, title=case.case_id)
+        msg += f", picture {png}"
     vox_ml = float(abs(__import__("numpy").linalg.det(case.affine[:3, :3]))) / 1000.0
     vols = {n: round(float(r.sum()) * vox_ml, 3) for n, r in zip(p.region_names, p.regions)}
     print(msg + f"; volumes (ml): {json.dumps(vols)}")
@@ -136,6 +143,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise SingrInputError(f"`singr tune` needs the tune extra (pip install -e '.[tune]'): {e}") from e
     return run(args.config, args.overrides, resume=not args.no_resume, progress=not args.quiet)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from serve.launch import run  # lazily: Ray is imported only here
+    except ImportError as e:
+        raise SingrInputError(f"the HTTP endpoint needs the serve extras ({e}); "
+                              "install them with pip install -e '.[serve]'") from None
+    return run(model=args.model, host=args.host, port=args.port, config=args.serve_config,
+               tracking_uri=args.tracking_uri, replicas=args.replicas,
+               max_ongoing_requests=args.max_ongoing_requests, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
+               address=args.address)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
     p.add_argument("--out", help="output folder")
     p.add_argument("--save-predictions", action="store_true", help="also write each label map as NIfTI")
+    p.add_argument("--overlays", type=int, default=3, help="overlay pictures of the first N cases (default 3)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -189,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files", nargs="+", metavar="MODALITY=PATH", help="modality files, or one 4-D NIfTI")
     p.add_argument("--out", required=True, help="output .nii.gz path, or a folder")
     p.add_argument("--signed", action="store_true", help="also write the predicted signed maps (4-D NIfTI)")
+    p.add_argument("--png", action="store_true", help="also write an overlay picture (slice through the tumour)")
     p.add_argument("--label-convention", choices=["brats2020", "brats2023", "binary"],
                    help="labels to write (default: the training data's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -201,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing sweep of the same name")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("serve", help="start the HTTP inference endpoint (Ray Serve)",
+                       description="Start the HTTP endpoint (POST /v1/segment, GET /v1/health, GET /v1/model; "
+                       "API docs at /docs) in a Ray instance of its own; Ctrl-C stops it. Defaults come from "
+                       "serve/config.yaml.")
+    p.add_argument("--model", help="checkpoint path, or MLflow registry model models:/<name>@<alias> or "
+                   "<name>@<alias> (default: the config's, models:/singr@champion)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--config", dest="serve_config", help="Serve config file (default serve/config.yaml)")
+    p.add_argument("--replicas", type=int, help="number of replicas (default: the config's)")
+    p.add_argument("--max-ongoing-requests", type=int, help="per replica (default: the config's)")
+    p.add_argument("--num-gpus", type=float, help="GPUs per replica (default: the config's, 0)")
+    p.add_argument("--num-cpus", type=float, help="CPUs per replica (default: the config's, 1)")
+    p.add_argument("--address", default="local",
+                   help="Ray address: 'local' starts a Ray instance of its own (default); 'auto' joins a running one")
+    p.set_defaults(func=cmd_serve)
     return ap
 
 

@@ -53,16 +53,19 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     for r in rows:
         assert 0.0 <= float(r["Dice_mean"]) <= 1.0 and float(r["HD95_mean"]) >= 0.0
     assert np.isclose(summ["summary"]["Dice_mean"]["mean"], np.mean([float(r["Dice_mean"]) for r in rows]))
+    png = out / "eval" / "overlays" / f"{rows[0]['case']}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     case = tmp_path / "data" / "smoke" / split["test"][0]
     pred = tmp_path / "pred" / "seg.nii.gz"
-    assert run(["predict", "--checkpoint", str(best), "--case", str(case), "--out", str(pred), "--signed"],
+    assert run(["predict", "--checkpoint", str(best), "--case", str(case), "--out", str(pred), "--signed", "--png"],
                tmp_path) == 0
     ref = nib.load(str(next(case.glob("*_flair.nii.gz"))))
     seg = nib.load(str(pred))
     assert seg.shape == ref.shape
     np.testing.assert_allclose(seg.affine, ref.affine)
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4}
+    assert (tmp_path / "pred" / "seg.png").stat().st_size > 1000
     signed = nib.load(str(tmp_path / "pred" / "seg_signed.nii.gz"))
     assert signed.shape == ref.shape + (3,)
     sv = np.asarray(signed.dataobj)

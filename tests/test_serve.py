@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
+import inspect
 import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,10 +43,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _singr(*args: str, cwd: Path) -> None:
-    cmd = [sys.executable, "-m", "singr", *args]
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+def _train_smoke(work: Path) -> None:
+    """``singr synth -c smoke.yaml && singr train -c smoke.yaml`` in ``work``, in-process (the
+    imports are shared with the test, which saves tens of seconds on 2 cores)."""
+    from singr.config import load_config
+    from singr.data.synth import synthesize_dataset
+    from singr.engine.train import fit
+
+    cfg = load_config("smoke.yaml", [f"data.root={work / 'data' / 'smoke'}", f"output_dir={work / 'runs' / 'smoke'}"])
+    s = cfg["synth"]
+    synthesize_dataset(Path(cfg["data"]["root"]), n_cases=int(s["n_cases"]), shape=tuple(s["shape"]),
+                       seed=int(s["seed"]), progress=False)
+    fit(cfg, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +65,7 @@ def trained(tmp_path_factory) -> dict:
         work = Path(reuse)
     else:
         work = tmp_path_factory.mktemp("serve_train")
-        _singr("synth", "-c", "smoke.yaml", "-q", cwd=work)
-        _singr("train", "-c", "smoke.yaml", "-q", cwd=work)
+        _train_smoke(work)
     ckpt = work / "runs" / "smoke" / "checkpoints" / "best.pt"
     assert ckpt.is_file()
     case = sorted(p for p in (work / "data" / "smoke").iterdir() if p.is_dir() and p.name.startswith("BraTS"))[0]
@@ -75,14 +80,14 @@ def server(trained):
     import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import make_app
 
     port = _free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              namespace="singr-serve-test")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app(
+        app = make_app(
             {"model": str(trained["checkpoint"]), "max_upload_mb": UPLOAD_LIMIT_MB, "max_batch_size": 8,
              "batch_wait_timeout_s": 0.1, "roi_size": [256, 256, 160], "num_threads": 2},
             {"num_replicas": 1, "max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.5}})
@@ -192,7 +197,7 @@ def test_json_and_signed_outputs(server):
     # the label map agrees with the signed maps (region = signed >= 0), BraTS 2020 labels
     r = _post(server["base"], _as_files(small))
     lab = _check_label_map(r, ref.shape, ref.affine, "brats2020")
-    assert ((lab > 0) == (sig[..., 1] >= 0)).mean() > 0.99
+    assert ((lab > 0) == (sig >= 0).any(-1)).mean() > 0.999
 
 
 def test_one_4d_file_and_2023_names(server):
@@ -208,6 +213,15 @@ def test_one_4d_file_and_2023_names(server):
     np.testing.assert_array_equal(_check_label_map(r2, ref.shape, ref.affine, "brats2020"), a)
     r3 = _post(server["base"], [(m23, ("x.nii.gz", small[m], "application/gzip")) for m, m23 in zip(MODS_2020, MODS_2023)])
     np.testing.assert_array_equal(_check_label_map(r3, ref.shape, ref.affine, "brats2020"), a)
+
+
+def test_odd_but_valid_inputs(server):
+    """Uncompressed .nii uploads, integer data and a volume smaller than the network's window."""
+    rng = np.random.default_rng(1)
+    aff = np.diag([0.9, 0.9, 2.5, 1.0])
+    tiny = {m: _nii_bytes((rng.random((3, 5, 2)) * 100).astype(np.int16), aff, gz=False) for m in MODS_2020}
+    r = _post(server["base"], [(m, (f"{m}.nii", d, "application/octet-stream")) for m, d in tiny.items()])
+    _check_label_map(r, (3, 5, 2), aff, "brats2020")
 
 
 def test_health_model_and_docs(server):
@@ -236,7 +250,10 @@ def test_health_is_503_until_loaded(trained, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(sa, "load_model", slow_load)
-    obj = sa.SingrSegmenter.func_or_class(model=str(trained["checkpoint"]), device="cpu")
+    # the user class under Serve's ingress wrapper (whose __init__ is async)
+    cls = next(c for c in sa.SingrSegmenter.func_or_class.__mro__
+               if "_load" in vars(c) and not inspect.iscoroutinefunction(vars(c)["__init__"]))
+    obj = cls(model=str(trained["checkpoint"]), device="cpu")
     r = asyncio.run(obj.health())
     assert r.status_code == 503 and json.loads(r.body)["status"] == "loading"
     assert asyncio.run(obj.model()).status_code == 503
@@ -246,7 +263,7 @@ def test_health_is_503_until_loaded(trained, monkeypatch):
         time.sleep(0.1)
     assert asyncio.run(obj.health())["status"] == "ready"
     # a source that cannot load stays 503 with the reason
-    bad = sa.SingrSegmenter.func_or_class(model=str(trained["work"] / "nope.pt"))
+    bad = cls(model=str(trained["work"] / "nope.pt"))
     deadline = time.time() + 60
     while bad.load_error is None and time.time() < deadline:
         time.sleep(0.1)
@@ -354,7 +371,7 @@ def test_load_from_mlflow_registry(server, tmp_path):
     from mlflow import MlflowClient
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import make_app
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -376,7 +393,7 @@ def test_load_from_mlflow_registry(server, tmp_path):
         mlflow.set_tracking_uri(None)
 
     base = server["base"] + "/registry"
-    serve.run(build_app({"model": "singr-test@champion", "tracking_uri": uri}, {"ray_actor_options": {"num_cpus": 0.5}}),
+    serve.run(make_app({"model": "singr-test@champion", "tracking_uri": uri}, {"ray_actor_options": {"num_cpus": 0.5}}),
               name="registry", route_prefix="/registry")
     try:
         deadline = time.time() + 120

@@ -98,9 +98,11 @@ def evaluate(
     save_predictions: bool = False,
     device: str = "auto",
     progress: bool = True,
+    overlays: int = 3,
 ) -> dict[str, Any]:
-    """Segment the cases of ``split`` and write ``<out_dir>/metrics_<split>.csv`` and
-    ``summary_<split>.json`` / ``.md``. ``cfg`` defaults to the checkpoint's own config."""
+    """Segment the cases of ``split`` and write ``<out_dir>/metrics_<split>.csv``,
+    ``summary_<split>.json`` / ``.md`` and overlay pictures of the first ``overlays`` cases
+    (``overlays/<case>.png``). ``cfg`` defaults to the checkpoint's own config."""
     from tqdm.auto import tqdm
 
     from ..io import write_nifti
@@ -127,6 +129,10 @@ def evaluate(
         logits = predict_logits(pred.model, prep.image, device=pred.device, **infer_kwargs(pred.cfg))
         p = pred.from_logits(logits, prep.label_convention)
         rows.append({"case": cid, **case_metrics(p.regions, prep.regions, prep.spacing, prep.region_names)})
+        if len(rows) <= overlays:
+            from ..viz import overlay_png
+            overlay_png(out / "overlays" / f"{cid}.png", prep.image, p.regions, prep.region_names, p.signed,
+                        prep.regions, title=f"{cid}: Dice mean {rows[-1]['Dice_mean']:.3f}")
         if save_predictions:
             from ..data.readers import load_case
             src = load_case(cases[cid])
