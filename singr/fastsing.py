@@ -119,13 +119,6 @@ def _grow(bb: tuple[slice, ...], by: Sequence[int], shape: Sequence[int]) -> tup
     return tuple(slice(max(0, s.start - g), min(n, s.stop + g)) for s, g, n in zip(bb, by, shape))
 
 
-def _bbox_grown_for_band(mask: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], iterations: int,
-                         margin: int = 4) -> tuple[slice, ...]:
-    """The crop that holds the band: G^0 (CPU kernel, 1 channel) decides its size."""
-    crop, _, _ = _band_crop(mask, seeds, spacing, iterations, margin)
-    return crop
-
-
 def _band_crop(mask: np.ndarray, seeds: np.ndarray, spacing: Sequence[float], iterations: int,
                margin: int) -> tuple[tuple[slice, ...], np.ndarray, float]:
     from .sing import _bbox

@@ -183,19 +183,21 @@ def compute_distances(
 
 def _fast_distances(mask: np.ndarray, image: np.ndarray, seeds: np.ndarray, lam: float,
                     spacing: Sequence[float], iterations: int, device: str) -> Distances:
-    """The "fast" engine (singr.fastsing): band-sized crop; numba kernel on the CPU,
-    FastGeodis on the crop on a CUDA device."""
-    from .fastsing import fast_distance_maps
+    """The "fast" engine (singr.fastsing) on the CPU: band-sized crop, compiled kernel.
 
+    On a CUDA device FastGeodis' GPU kernel on the full volume is already faster than
+    cropping (measured on an H200: 1.1 s for the 3 regions of a BraTS case, against 2.1 s
+    with the crop found on the CPU), so there the fast engine is the full-volume GPU path.
+    """
     dev = resolve_device(device)
     if dev.startswith("cuda"):
-        from .fastsing import _bbox_grown_for_band
-        crop = _bbox_grown_for_band(mask, seeds, spacing, iterations)
-        g_lam = geodesic_distance(image[(slice(None),) + crop], seeds[crop], lam, spacing, iterations, dev)
-        g0 = geodesic_distance(np.zeros((1,) + seeds[crop].shape, np.float32), seeds[crop], 0.0, spacing,
-                               iterations, dev)
-    else:
-        crop, g_lam, g0 = fast_distance_maps(mask, image, seeds, lam, spacing, iterations)
+        g_lam = geodesic_distance(image, seeds, lam, spacing, iterations, dev)
+        g0 = g_lam if lam == 0 else geodesic_distance(np.zeros((1,) + mask.shape, np.float32), seeds, 0.0,
+                                                       spacing, iterations, dev)
+        return distances_from_maps(mask, g_lam, g0)
+    from .fastsing import fast_distance_maps
+
+    crop, g_lam, g0 = fast_distance_maps(mask, image, seeds, lam, spacing, iterations)
     d = distances_from_maps(mask[crop], g_lam, g0)
     if d.bbox is None:
         return Distances(tuple(mask.shape), None, None, None, None)  # type: ignore[arg-type]
