@@ -55,8 +55,12 @@ def load_case(case_dir: Path, tiny: bool):
 
     c = load_case_from_files({m: case_dir / f"{m}.nii.gz" for m in MODS}, label=case_dir / "seg.nii.gz",
                              label_convention="auto", case_id=case_dir.name)
-    if tiny:  # a 3 mm version of the case: same anatomy, 27x fewer voxels
-        c.image, c.label, c.spacing = c.image[:, ::3, ::3, ::3], c.label[::3, ::3, ::3], (3.0, 3.0, 3.0)
+    if tiny:  # 3 mm, cropped around the tumour: same anatomy, a few seconds for every engine
+        from singr.sing import _bbox
+
+        img, lab = c.image[:, ::3, ::3, ::3], c.label[::3, ::3, ::3]
+        box = tuple(slice(max(0, b.start - 6), b.stop + 6) for b in _bbox(lab > 0))
+        c.image, c.label, c.spacing = img[(slice(None),) + box], lab[box], (3.0, 3.0, 3.0)
     return c
 
 

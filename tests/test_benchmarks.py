@@ -1,0 +1,28 @@
+"""The benchmarks run (on tiny inputs); their figures are not tested, only that they are produced."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_benchmarks_run_on_tiny_input(tmp_path):
+    case = Path(os.environ.get("SINGR_BRATS_CASE", ROOT.parent / "shared" / "data" / "brats-case"))
+    if not (case / "seg.nii.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"real BraTS case not found at {case}")
+        pytest.skip("real BraTS case not found")
+    out = tmp_path / "RESULTS.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--tiny", "--repeats", "1",
+                        "--case", str(case), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    for needle in ("fast engine (default)", "reference engine", "bitwise equal", "samples/s", "peak RSS"):
+        assert needle in text
+    assert "| TC |" in text and "| WT |" in text and "| ET |" in text
