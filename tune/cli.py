@@ -46,6 +46,9 @@ def preflight(config: str, overrides: Sequence[str], resume: bool) -> tuple[Any,
     from .plan import make_plan
 
     cfg = load_config(config, overrides)
+    sweep_only = [str(o) for o in (cfg["tune"].get("train_overrides") or [])]
+    if sweep_only:  # config file < tune.train_overrides < command line
+        cfg = load_config(config, [*sweep_only, *overrides])
     plan = make_plan(cfg)
     cases = discover(plan.cfg)  # raises naming data.root when there are no cases
     addr = os.environ.get("RAY_ADDRESS", "")
@@ -72,7 +75,10 @@ def start_ray() -> bool:
         if addr:
             ray.init(address=addr, log_to_driver=True)
         else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=True)
+            # the dashboard (127.0.0.1) serves the state API that Ray Train's PlacementGroupCleaner
+            # polls: without it, the worker placement groups of trials stopped by ASHA are never
+            # freed and later trials wait forever for CPUs
+            ray.init(address="local", include_dashboard=True, log_to_driver=True)
     except ConnectionError as e:
         raise SingrInputError(f"cannot connect to the Ray cluster at RAY_ADDRESS={addr!r}: {e}") from e
     return not addr
@@ -124,7 +130,7 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
                                "n_errors": sum(r["error"] for r in rows), "tracking_uri": plan.tracking_uri,
                                "parent_run_id": parent,
                                "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
-    if interrupted(grid):
+    if interrupted(grid, int(cfg["tune"]["num_samples"])):
         summary["interrupted"] = True
         (plan.results_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         print(f"[tune] sweep interrupted; run the same command again to resume it from {plan.sweep_dir}",

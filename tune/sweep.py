@@ -96,8 +96,9 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
     return tuner.fit(), False
 
 
-def interrupted(grid: Any) -> bool:
-    return grid.num_terminated + grid.num_errors < len(grid)
+def interrupted(grid: Any, num_samples: int) -> bool:
+    """True when the sweep stopped (e.g. SIGINT) before all trials were created and ended."""
+    return len(grid) < num_samples or grid.num_terminated + grid.num_errors < len(grid)
 
 
 def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
@@ -110,7 +111,7 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
         hist = []
         if df is not None and len(df) and METRIC in df:
             hist = [(int(e), float(v)) for e, v in zip(df[TIME_ATTR], df[METRIC])]
-        best = max((v for _, v in hist), default=float("nan"))
+        best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
         ran = int(m.get(TIME_ATTR) or 0)
         cfg = res.config or {}
         row = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in search_params(plan.cfg)},

@@ -77,6 +77,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  checkpoint_dir_name=f"epoch_{epoch:05d}")
         else:
             ray.train.report(merged)  # every rank reports, every epoch (report is a barrier)
+        fail = config.get("inject_failure")  # tests only: {"epoch": n, "marker": path}, fails once
+        if fail and rank == 0 and epoch == int(fail["epoch"]) and not Path(fail["marker"]).exists():
+            Path(fail["marker"]).write_text("failed once")
+            raise RuntimeError(f"injected worker failure after epoch {epoch}")
 
     try:
         fit(cfg, progress=False, resume=False, on_epoch_end=on_epoch_end, rank=rank, world_size=world,
@@ -97,7 +101,8 @@ def scaling(cfg: dict[str, Any], resources: dict[str, float]) -> tuple[int, floa
 
 def build_trainer(cfg: dict[str, Any], run_name: str, storage_path: str | Path, num_workers: int,
                   cpus_per_worker: float, gpus_per_worker: float = 0.0, max_failures: int = 0,
-                  prepared: bool = True, tune_callback: bool = False) -> Any:
+                  prepared: bool = True, tune_callback: bool = False,
+                  inject_failure: dict[str, Any] | None = None) -> Any:
     """A TorchTrainer running :func:`train_loop_per_worker` on ``cfg``."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -112,7 +117,8 @@ def build_trainer(cfg: dict[str, Any], run_name: str, storage_path: str | Path, 
         callbacks.append(TuneReportCallback())
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "prepared": prepared, "threads": max(1, int(cpus_per_worker))},
+        train_loop_config={"cfg": cfg, "prepared": prepared, "threads": max(1, int(cpus_per_worker)),
+                           "inject_failure": inject_failure},
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=int(num_workers), use_gpu=gpus_per_worker > 0,
                                                resources_per_worker=res),
