@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Set up .venv and run the main job on the embedded default: synthetic data -> train ->
-# evaluate -> predict, on this machine's CPU. Results land under runs/synthetic/.
+# Set up .venv and run the main job on the embedded default: a synthetic data set, then the
+# tuning service (local Ray, SQLite MLflow at ./mlflow.db): SiNG maps with Ray Data, an
+# Optuna + ASHA sweep of Ray Train trials, the best model registered as
+# singr-synthetic@champion; then the best checkpoint is evaluated on the test split and
+# segments one case. Extra arguments are config overrides for the sweep (key=value).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
-export MPLBACKEND=Agg
+export MPLBACKEND=Agg RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+PY=.venv/bin/python
 SINGR=.venv/bin/singr
-CFG="${SINGR_DEMO_CONFIG:-synthetic.yaml}"
+CFG="${SINGR_DEMO_CONFIG:-configs/synthetic.yaml}"
 start=$(date +%s)
 $SINGR synth -c "$CFG"
-$SINGR train -c "$CFG" "$@"
-$SINGR evaluate -c "$CFG" --save-predictions
-CASE=$(.venv/bin/python -c "import json,yaml,sys; from singr.config import load_config; c=load_config('$CFG'); print(c['data']['root']+'/'+json.load(open(c['output_dir']+'/split.json'))['test'][0])")
-OUT=$(.venv/bin/python -c "from singr.config import load_config; print(load_config('$CFG')['output_dir'])")
-$SINGR predict --checkpoint "$OUT/checkpoints/best.pt" --case "$CASE" --out "$OUT/predict" --signed --png
+$PY -m tune --config "$CFG" "$@"
+read -r RESULTS SPLIT DATA OUT < <($PY - "$CFG" "$@" <<'PYEOF'
+import sys
+from singr.config import load_config
+from tune.plan import make_plan
+p = make_plan(load_config(sys.argv[1], sys.argv[2:]))
+print(p.results_dir, p.split_file, p.cfg["data"]["root"], p.cfg["output_dir"])
+PYEOF
+)
+BEST="$RESULTS/best.pt"
+$SINGR evaluate -c "$CFG" "data.split_file=$SPLIT" --checkpoint "$BEST" --out "$OUT/eval-best" -q
+CASE="$DATA/$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['test'][0])" "$SPLIT")"
+$SINGR predict --checkpoint "$BEST" --case "$CASE" --out "$OUT/predict" --signed --png
 echo
-echo "[demo] done in $(( $(date +%s) - start )) s. Results:"
-echo "  checkpoints     $OUT/checkpoints/{best,last}.pt   (training log: $OUT/log.csv)"
-echo "  test metrics    $OUT/eval/summary_test.md  (per case: $OUT/eval/metrics_test.csv)"
-echo "  predictions     $OUT/eval/predictions/  and  $OUT/predict/"
+echo "[demo] done in $(( $(date +%s) - start )) s. Where to look:"
+echo "  sweep results   $RESULTS/  (trials.csv, sweep.png, summary.json, best.pt)"
+echo "  test metrics    $OUT/eval-best/summary_test.md  (overlays: $OUT/eval-best/overlays/)"
+echo "  one prediction  $OUT/predict/"
+echo "  MLflow UI       .venv/bin/mlflow ui --backend-store-uri sqlite:///$ROOT/mlflow.db --host 127.0.0.1"

@@ -35,7 +35,8 @@ def _kernels() -> dict[str, Any]:
     if not _KERNELS:
         from . import _fastsing_kernels as k
 
-        _KERNELS.update(scan=k.scan, scan_pre=k.scan_pre, pair_diffs=k.pair_diffs)
+        _KERNELS.update(scan=k.scan, scan_pre=k.scan_rows, pair_diffs=k.pair_diffs,
+                        scan_spatial=k.scan_rows_spatial)
     return _KERNELS
 
 
@@ -95,9 +96,11 @@ def raster_geodesic(
         lds.append(_local_dist([sp_sq[lay[0]], sp_sq[lay[1]], sp_sq[lay[2]]]))
 
     def run(d: np.ndarray, img: np.ndarray, ld: np.ndarray) -> bool:
-        if use_img and precompute:
+        if not precompute:  # the plain transcription of FastGeodis' loop (kept to test the others)
+            return bool(scan(d, img, ld, l_eucl, l_grad, use_img))
+        if use_img:
             return bool(k["scan_pre"](d, img, ld, l_eucl, l_grad))
-        return bool(scan(d, img, ld, l_eucl, l_grad, use_img))
+        return bool(k["scan_spatial"](d, ld, l_eucl))
 
     ran = 0
     for _ in range(int(iterations)):
