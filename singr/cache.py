@@ -99,10 +99,6 @@ class DistanceCache:
             return None
         return d
 
-    def has(self, case_id: str, region: str, mask: np.ndarray, settings: SingSettings,
-            spacing: Sequence[float]) -> bool:
-        return self.load(case_id, region, mask, settings, spacing) is not None
-
     def store(self, case_id: str, region: str, mask: np.ndarray, settings: SingSettings,
               spacing: Sequence[float], d: Distances) -> Path:
         p = self.path(case_id, region, settings, spacing)

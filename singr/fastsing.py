@@ -35,7 +35,7 @@ def _kernels() -> dict[str, Any]:
     if not _KERNELS:
         from . import _fastsing_kernels as k
 
-        _KERNELS.update(scan=k.scan, scan_pre=k.scan_rows, pair_diffs=k.pair_diffs,
+        _KERNELS.update(scan=k.scan, scan_rows=k.scan_rows, pair_diffs=k.pair_diffs,
                         scan_spatial=k.scan_rows_spatial)
     return _KERNELS
 
@@ -99,7 +99,7 @@ def raster_geodesic(
         if not precompute:  # the plain transcription of FastGeodis' loop (kept to test the others)
             return bool(scan(d, img, ld, l_eucl, l_grad, use_img))
         if use_img:
-            return bool(k["scan_pre"](d, img, ld, l_eucl, l_grad))
+            return bool(k["scan_rows"](d, img, ld, l_eucl, l_grad))
         return bool(k["scan_spatial"](d, ld, l_eucl))
 
     ran = 0

@@ -26,7 +26,6 @@ from .cache import DistanceCache, SingSettings
 from .errors import SingrInputError
 from .io import atomic_path, write_json
 from .regions import labels_to_regions, region_names
-from .sing import sing_from_distances
 
 PREP_VERSION = 1
 
@@ -121,18 +120,6 @@ def load_prepared(cache_root: str | Path, case_id: str, mmap: bool = False) -> P
                         meta["label_convention"], tuple(meta.get("modalities", ())))
 
 
-def sing_targets(prep: PreparedCase, cache: DistanceCache, settings: SingSettings, delta: float,
-                 device: str = "cpu") -> np.ndarray:
-    """SiNG targets (R, D, H, W) float32 of a prepared case, distances from the cache."""
-    if prep.regions is None:
-        raise SingrInputError("case has no label; SiNG targets need one", case=prep.case_id)
-    maps = []
-    for name, mask in zip(prep.region_names, prep.regions):
-        d = cache.get_or_compute(prep.case_id, name, mask, prep.image, settings, prep.spacing, device)
-        maps.append(sing_from_distances(d, delta))
-    return np.stack(maps)
-
-
 def preprocess_cases(
     cases: Iterable[Any],
     cache_root: str | Path,
@@ -161,5 +148,4 @@ def preprocess_cases(
     return {"cases": len(cases), "maps_computed": cache.misses, "maps_cached": cache.hits}
 
 
-__all__ = ["normalize_image", "PreparedCase", "prepare_case", "load_prepared", "sing_targets",
-           "preprocess_cases"]
+__all__ = ["normalize_image", "PreparedCase", "prepare_case", "load_prepared", "preprocess_cases"]

@@ -106,7 +106,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from ..io import write_nifti
-    from ..preprocess import load_prepared, prepare_case
+    from ..preprocess import prepare_case
     from .data import discover, run_paths, split_cases
 
     pred = Predictor(checkpoint, device)
@@ -122,8 +122,7 @@ def evaluate(
     out = Path(out_dir) if out_dir else paths.output_dir / "eval"
     rows = []
     for cid in tqdm(ids, desc=f"evaluate {split}", unit="case", disable=not progress):
-        prep = prepare_case(cases[cid], paths.cache_dir, cfg["data"]["spacing"])
-        prep = load_prepared(paths.cache_dir, cid)
+        prep = prepare_case(cases[cid], paths.cache_dir, cfg["data"]["spacing"])  # reads the cache when fresh
         if prep.regions is None:
             raise SingrInputError("case has no label to evaluate against", case=cid)
         logits = predict_logits(pred.model, prep.image, device=pred.device, **infer_kwargs(pred.cfg))
