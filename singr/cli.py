@@ -6,6 +6,7 @@
     singr evaluate    segment a split and write per-case metrics and a summary
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
     singr serve       HTTP inference endpoint on Ray Serve (needs the `serve` extra; serve/)
+    singr report      comparison report (tables, charts, overlays) of a grid sweep, from MLflow
     singr tune        hyperparameter sweep on Ray (needs the `tune` extra; same as python -m tune)
 
 Every subcommand takes ``--config`` and trailing ``key=value`` overrides where relevant,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -145,6 +147,28 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return run(args.config, args.overrides, resume=not args.no_resume, progress=not args.quiet)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise SingrInputError(f"no MLflow store at {uri[len('sqlite:///'):]}; pass --tracking-uri or run "
+                              "from the folder of the sweep's mlflow.db")
+    out = args.out or str(Path("reports") / (args.sweep or args.experiment))
+    res = write_report(uri, args.experiment, out, sweep=args.sweep, overlay_cases=args.overlay_cases,
+                       log_to_mlflow=not args.no_log, device=args.device)
+    h = res["summary"].get("headline") or {}
+    if h:
+        d, hd = h["paired_Dice_difference"], h["paired_HD95_difference"]
+        print(f"[report] {h['highlight']} - {h['baseline']} over {d[2]} seeds: Dice {d[0]:+.4f} ± {d[1]:.4f}, "
+              f"HD95 {hd[0]:+.2f} ± {hd[1]:.2f} mm")
+    for f in res["figures"]:
+        print(f"[report] figure: {f}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from serve.launch import run  # lazily: Ray is imported only here
@@ -222,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing sweep of the same name")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("report", help="Markdown report + figures of a comparison grid, from its MLflow runs",
+                       description="Read the newest grid sweep (tune.mode: grid, e.g. configs/ablation-synthetic.yaml) "
+                       "of an MLflow experiment and write report.md (Dice and HD95 per region, mean ± SE over seeds), "
+                       "bar charts and case overlays; the files are also logged to the sweep's MLflow run.")
+    p.add_argument("--experiment", "-e", required=True, help="MLflow experiment name (mlflow.experiment of the config)")
+    p.add_argument("--sweep", help="sweep name (tune.name); default: the newest grid sweep of the experiment")
+    p.add_argument("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
+    p.add_argument("--out", "-o", help="output folder (default reports/<sweep or experiment>)")
+    p.add_argument("--overlay-cases", type=int, default=None, help="cases in the overlay figure "
+                   "(default experiment.overlay_cases; 0: none)")
+    p.add_argument("--device", default="cpu", help="device for the overlay predictions (cpu | cuda | auto)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="start the HTTP inference endpoint (Ray Serve)",
                        description="Start the HTTP endpoint (POST /v1/segment, GET /v1/health, GET /v1/model; "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,6 +56,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "tune.max_failures": (-1, math.inf, True, True),
     "tune.asha.grace_period": (1, math.inf, True, True),
     "tune.asha.reduction_factor": (1.0, math.inf, False, True),
+    "experiment.overlay_cases": (0, math.inf, True, True),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.layout": ("auto", "brats2020", "brats2023", "lgg", "nnunet"),
@@ -64,7 +66,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": ("unet3d", "segresnet", "swinunetr", "unetr", "unetpp"),
     "loss.name": ("focal_l1", "focal_l1_dagger", "l1", "l2", "product", "dice_bce"),
     "infer.mode": ("constant", "gaussian"),
+    "loss.product_mode": ("image", "voxel"),
+    "tune.mode": ("search", "grid"),
+    "experiment.eval_split": ("train", "val", "test"),
 }
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Keys whose value is free-form (a mapping the reference leaves open).
 _OPEN: set[str] = set()
 
@@ -163,6 +169,8 @@ def validate(cfg: dict[str, Any], ref: dict[str, Any], source: Path | str = "<co
             raise SingrConfigError(f"data.split_ratios = {ratios!r}; expected three non-negative numbers "
                                    "(train, val, test) that sum to 1", path=source)
     _check_tune(cfg.get("tune") or {}, source)
+    if cfg.get("experiment") is not None:
+        _check_experiment(cfg, ref, source)
     for key in ("train.patch_size", "infer.roi_size", "synth.shape"):
         sec, name = key.split(".")
         v = cfg.get(sec, {}).get(name)
@@ -199,6 +207,62 @@ def _check_tune(t: dict[str, Any], source: Path | str) -> None:
         if not isinstance(models, list) or not models or any(m not in _CHOICES["model.name"] for m in models):
             raise SingrConfigError(f"tune.models = {models!r}; expected a non-empty list of "
                                    f"{', '.join(_CHOICES['model.name'])}", path=source)
+
+
+def _check_experiment(cfg: dict[str, Any], ref: dict[str, Any], source: Path | str) -> None:
+    """The comparison grid: seeds, variant names/labels/settings, baseline/highlight, architectures.
+
+    Each variant's ``set`` is applied to the config and the result validated, so a typo in
+    a variant is reported (naming the variant) before any run starts.
+    """
+    e = cfg["experiment"]
+    seeds = e.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                          for x in seeds) or len(set(seeds)) != len(seeds):
+        raise SingrConfigError(f"experiment.seeds = {seeds!r}; expected a non-empty list of distinct integers",
+                               path=source)
+    variants = e.get("variants") or []
+    if (cfg.get("tune") or {}).get("mode") == "grid" and not variants:
+        raise SingrConfigError("tune.mode = 'grid' needs experiment.variants (a non-empty list)", path=source)
+    names: list[str] = []
+    for i, v in enumerate(variants):
+        where = f"experiment.variants[{i}]"
+        if not isinstance(v, dict) or set(v) - {"name", "label", "set"} or "name" not in v:
+            raise SingrConfigError(f"{where} = {v!r}; expected a mapping with name, optional label and "
+                                   "set (a list of key=value)", path=source)
+        name = v["name"]
+        if not isinstance(name, str) or not _SLUG.match(name):
+            raise SingrConfigError(f"{where}.name = {name!r}; expected a short name of letters, digits, "
+                                   "'_', '.' or '-' (it names folders and MLflow params)", path=source)
+        if name in names:
+            raise SingrConfigError(f"{where}.name = {name!r} is used twice; variant names must be unique",
+                                   path=source)
+        names.append(name)
+        sets = v.get("set") or []
+        if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
+            raise SingrConfigError(f"{where}.set = {sets!r}; expected a list of 'key=value' strings", path=source)
+        for text in sets:
+            if text.split("=", 1)[0].strip().split(".")[0] in ("experiment", "tune", "mlflow"):
+                raise SingrConfigError(f"{where}.set: {text!r}; a variant may not change the experiment, tune "
+                                       "or mlflow sections", path=source)
+        try:
+            vcfg = apply_overrides({k: x for k, x in cfg.items() if k != "experiment"}, sets, ref)
+            validate(vcfg, ref, source)
+        except SingrConfigError as err:
+            raise SingrConfigError(f"variant {name!r}: {err}", path=source) from None
+    for key in ("baseline", "highlight"):
+        if e.get(key) is not None and e[key] not in names:
+            raise SingrConfigError(f"experiment.{key} = {e[key]!r} is not a variant name; variants: "
+                                   f"{', '.join(names) or 'none'}", path=source)
+    archs = e.get("architectures") or []
+    if archs:
+        bad = [a for a in archs if a not in _CHOICES["model.name"]]
+        if bad:
+            raise SingrConfigError(f"experiment.architectures = {archs!r}; {bad[0]!r} is not one of "
+                                   f"{', '.join(_CHOICES['model.name'])}", path=source)
+        if not (e.get("baseline") and e.get("highlight")):
+            raise SingrConfigError("experiment.architectures needs experiment.baseline and experiment.highlight "
+                                   "(each architecture runs both)", path=source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

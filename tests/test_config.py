@@ -66,3 +66,52 @@ def test_missing_and_invalid_files(tmp_path):
     p.write_text("train: [unclosed\n")
     with pytest.raises(SingrConfigError, match="not valid YAML"):
         load_config(p)
+
+
+# --------------------------------------------------------------------------- experiment grid
+
+def test_ablation_configs_expand_to_the_paper_variants():
+    from singr.experiment import ARCHITECTURES, TABLE, expand_variants, variant_config
+
+    cfg = load_config("ablation-synthetic.yaml")
+    vs = expand_variants(cfg)
+    assert [v.name for v in vs] == ["hard", "l2", "l1", "product", "dagger", "nomargin", "singr",
+                                    "segresnet-hard", "segresnet-singr"]
+    assert [v.name for v in vs if ARCHITECTURES in v.groups] == ["hard", "singr", "segresnet-hard",
+                                                                  "segresnet-singr"]
+    assert all(TABLE in v.groups for v in vs[:7])
+    c = variant_config(cfg, "nomargin", seed=2)
+    assert (c["sing"]["delta"], c["loss"]["name"], c["train"]["seed"]) == (0.0, "focal_l1", 2)
+    c = variant_config(cfg, "segresnet-singr")
+    assert (c["model"]["name"], c["loss"]["name"], c["sing"]["delta"]) == ("segresnet", "focal_l1", 0.5)
+    assert variant_config(cfg, "hard")["loss"]["name"] == "dice_bce"
+    for name in ("ablation.yaml", "ablation-lgg.yaml"):
+        assert len(expand_variants(load_config(name))) == 7 + 2 * 3
+
+
+def test_product_loss_mode_from_config():
+    from singr.engine.train import loss_from_config
+
+    cfg = load_config("smoke.yaml", ["loss.name=product"])
+    assert loss_from_config(cfg).mode == "image"
+    assert loss_from_config(load_config("smoke.yaml", ["loss.name=product", "loss.product_mode=voxel"])).mode == "voxel"
+    with pytest.raises(SingrConfigError, match="loss.product_mode"):
+        load_config("smoke.yaml", ["loss.product_mode=sum"])
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("experiment.variants=[{name: a, set: [loss.name=l3]}]", "variant 'a'.*loss.name"),
+    ("experiment.variants=[{name: a}, {name: a}]", "used twice"),
+    ("experiment.variants=[{name: 'a b'}]", "short name"),
+    ("experiment.variants=[{name: a, sets: []}]", r"experiment.variants\[0\]"),
+    ("experiment.variants=[{name: a, set: [tune.mode=search]}]", "may not change"),
+    ("experiment.variants=[{name: a, set: [sing.bogus=1]}]", "sing.bogus"),
+    ("experiment.baseline=nope", "experiment.baseline = 'nope' is not a variant"),
+    ("experiment.architectures=[resnet]", "'resnet' is not one of"),
+    ("experiment.seeds=[]", "experiment.seeds"),
+    ("experiment.seeds=[1, 1]", "experiment.seeds"),
+    ("experiment.variants=[]", "needs experiment.variants"),
+])
+def test_bad_experiment_names_the_field(override, needle):
+    with pytest.raises(SingrConfigError, match=needle):
+        load_config("ablation-synthetic.yaml", [override])

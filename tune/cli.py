@@ -1,5 +1,9 @@
 """``python -m tune --config configs/<name>.yaml [key=value ...]``: maps -> sweep -> register.
 
+With ``tune.mode: grid`` (configs/ablation*.yaml) the same pipeline runs a comparison
+instead: every ``experiment`` variant x seed to the end, each evaluated on the test split,
+and it ends with ``singr report`` (results/report/) instead of registering a model.
+
 Runs on the Ray cluster named by ``RAY_ADDRESS`` (as inside ``ray job submit``), or on a
 local Ray started in-process on 127.0.0.1 when none is set. Bad input (a config error, a
 data folder without cases, a cluster address that does not answer) stops the command with
@@ -105,6 +109,7 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
     from .sweep import concurrency, format_table, interrupted, run_search, trial_rows, write_csv, write_plot
     from .tracking import ChildRunCallback, close_parent, parent_run, register_best
     from .trainer import scaling
+    from singr.experiment import is_grid
 
     cfg = plan.cfg
     resources = ray.cluster_resources()
@@ -118,7 +123,8 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
     parent = parent_run(plan)
     scale = scaling(cfg, resources)
     conc = concurrency(cfg, resources, scale)
-    print(f"[tune] {cfg['tune']['num_samples']} trials, up to {conc} at once; each {scale[0]} Train worker(s) x "
+    kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
+    print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {scale[0]} Train worker(s) x "
           f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     grid, restored = run_search(plan, scale, conc, [ChildRunCallback(plan, parent)], resume=resume)
     params = search_params(cfg)
@@ -130,7 +136,7 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
                                "n_errors": sum(r["error"] for r in rows), "tracking_uri": plan.tracking_uri,
                                "parent_run_id": parent,
                                "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
-    if interrupted(grid, int(cfg["tune"]["num_samples"])):
+    if interrupted(grid, plan.n_trials):
         summary["interrupted"] = True
         (plan.results_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         print(f"[tune] sweep interrupted; run the same command again to resume it from {plan.sweep_dir}",
@@ -142,6 +148,8 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
     if not ok:
         close_parent(plan, parent, "FAILED", summary, [csv_p])
         raise SingrInputError("no trial finished with a checkpoint; see the trial errors above", path=plan.sweep_dir)
+    if is_grid(cfg):
+        return _finish_grid(plan, parent, rows, summary, [csv_p, png_p], maps, t0)
     best = ok[0]
     best_pt = plan.results_dir / "best.pt"
     with ray.train.Checkpoint(best["checkpoint_path"]).as_directory() as d:
@@ -172,6 +180,36 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
     print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0
+
+
+def _finish_grid(plan: Any, parent: str, rows: list[dict[str, Any]], summary: dict[str, Any],
+                 files: list[Path], maps: dict[str, int], t0: float) -> int:
+    """A comparison grid ends with its report (``singr report``), not a registered model."""
+    from singr.report import write_report
+
+    from .tracking import close_parent
+
+    split = plan.cfg["experiment"]["eval_split"]
+    summary.update({"mode": "grid", "wall_seconds": round(time.time() - t0, 1)})
+    (plan.results_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    close_parent(plan, parent, "FINISHED", summary, [*files, plan.results_dir / "summary.json"])
+    print("\n[tune] grid runs:\n" + format_rows(rows, split))
+    print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
+    rep = write_report(plan.tracking_uri, plan.cfg["mlflow"]["experiment"], plan.results_dir / "report",
+                       sweep=plan.name)
+    print(f"[tune] report: {rep['markdown']} (also in MLflow run {parent}, artifacts report/)")
+    print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
+    print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+def format_rows(rows: list[dict[str, Any]], split: str) -> str:
+    lines = [f"{'variant':<22} {'seed':>4} {'val Dice':>9} {split + ' Dice':>10} {split + ' HD95':>10}"]
+    for r in sorted(rows, key=lambda r: (str(r.get("variant")), r.get("seed") or 0)):
+        lines.append(f"{str(r.get('variant')):<22} {r.get('seed')!s:>4} {r['val_Dice_best']:>9.4f} "
+                     f"{r.get(f'{split}_Dice_mean', float('nan')):>10.4f} "
+                     f"{r.get(f'{split}_HD95_mean', float('nan')):>10.2f}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 One row per case of the train and validation splits. Each actor of an ActorPoolStrategy
 pool preprocesses its cases (``singr.preprocess.prepare_case``: read, check, z-score,
 written once) and fills the distance cache (``DistanceCache.get_or_compute``) for every
-lambda in ``tune.lam_grid``. Entries already in the cache are loaded, not recomputed, so a
+lambda of the plan (``tune.lam_grid`` for a search; every variant's lambda for a grid, see
+``SweepPlan.lam_grid``). Entries already in the cache are loaded, not recomputed, so a
 second sweep computes nothing twice; the returned counts say how many maps were computed
 and how many came from the cache. Delta is applied at load time by the training data set.
 """
@@ -23,14 +24,13 @@ class MapActor:
         import torch
 
         from singr.engine.data import discover
-        from singr.losses import is_regression_loss
         from singr.sing import resolve_device
 
         torch.set_num_threads(max(1, int(threads)))
         self.cfg = cfg
         self.lams = lams
         self.by_id = {c.case_id: c for c in discover(cfg)}
-        self.regression = is_regression_loss(cfg["loss"]["name"])
+        self.regression = bool(lams)  # no lambdas: hard-label runs only, no maps (cases still prepared)
         self.device = resolve_device(cfg["sing"]["device"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,13 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from singr.engine.data import run_paths
+from singr.experiment import expand_variants, is_grid, variant_config
 
 METRIC = "val_Dice_mean"
 MODE = "max"
 TIME_ATTR = "epoch"
 # the hyperparameters a trial config may carry, and where they go in the singr config
 PARAM_KEYS = {"lam": ("sing", "lam"), "delta": ("sing", "delta"), "gamma": ("loss", "gamma"),
-              "lr": ("train", "lr"), "model": ("model", "name")}
+              "lr": ("train", "lr"), "model": ("model", "name"), "seed": ("train", "seed")}
+
+
+def is_regression_loss_cfg(cfg: dict[str, Any]) -> bool:
+    from singr.losses import is_regression_loss
+
+    return is_regression_loss(cfg["loss"]["name"])
 
 
 @dataclass
@@ -34,7 +41,24 @@ class SweepPlan:
 
     @property
     def lam_grid(self) -> list[float]:
+        """Lambda values whose maps the sweep needs: tune.lam_grid for a search; for a grid,
+        the sing.lam of every variant that regresses SiNG maps (none if all are hard-label)."""
+        if is_grid(self.cfg):
+            from singr.losses import is_regression_loss
+
+            lams = {float(c["sing"]["lam"]) for c in (variant_config(self.cfg, v.name)
+                                                      for v in expand_variants(self.cfg))
+                    if is_regression_loss(c["loss"]["name"])}
+            return sorted(lams)
+        if not is_regression_loss_cfg(self.cfg):
+            return []
         return [float(v) for v in self.cfg["tune"]["lam_grid"]]
+
+    @property
+    def n_trials(self) -> int:
+        if is_grid(self.cfg):
+            return len(expand_variants(self.cfg)) * len(self.cfg["experiment"]["seeds"])
+        return int(self.cfg["tune"]["num_samples"])
 
 
 def _abs(p: str | Path) -> Path:
@@ -73,8 +97,9 @@ def make_plan(cfg: dict[str, Any]) -> SweepPlan:
 
 
 def trial_config(cfg: dict[str, Any], params: dict[str, Any], trial_dir: str | Path) -> dict[str, Any]:
-    """The singr config of one trial: ``cfg`` with the sampled hyperparameters and its own output_dir."""
-    out = copy.deepcopy(cfg)
+    """The singr config of one trial: ``cfg`` with the sampled hyperparameters (or, in a grid,
+    the variant's settings and the seed) and its own output_dir."""
+    out = variant_config(cfg, params["variant"]) if "variant" in params else copy.deepcopy(cfg)
     for k, v in params.items():
         if k in PARAM_KEYS:
             sec, key = PARAM_KEYS[k]
@@ -84,6 +109,8 @@ def trial_config(cfg: dict[str, Any], params: dict[str, Any], trial_dir: str | P
 
 
 def search_params(cfg: dict[str, Any]) -> list[str]:
+    if is_grid(cfg):
+        return ["variant", "seed"]
     t = cfg["tune"]
     names = ["lam", "delta", "gamma"]
     if t.get("lr"):

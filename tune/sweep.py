@@ -15,6 +15,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from singr.experiment import expand_variants, is_grid
+
 from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, search_params
 
 
@@ -26,7 +28,16 @@ def concurrency(cfg: dict[str, Any], resources: dict[str, float], scale: tuple[i
     fit = int(float(resources.get("CPU", 1.0)) / max(n * cpw, 1e-9) + 1e-9)
     if gpw > 0:
         fit = min(fit, int(float(resources.get("GPU", 0.0)) / (n * gpw) + 1e-9))
-    return max(1, min(fit, int(t["num_samples"])))
+    n_trials = len(expand_variants(cfg)) * len(cfg["experiment"]["seeds"]) if is_grid(cfg) else int(t["num_samples"])
+    return max(1, min(fit, n_trials))
+
+
+def grid_space(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Every variant x seed of ``cfg["experiment"]`` (Tune's grid search, one trial each)."""
+    from ray import tune
+
+    return {"variant": tune.grid_search([v.name for v in expand_variants(cfg)]),
+            "seed": tune.grid_search([int(s) for s in cfg["experiment"]["seeds"]])}
 
 
 def search_space(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +90,13 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
                                    resume_errored=True)
         return tuner.fit(), True
     t = plan.cfg["tune"]
+    run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path),
+                                callbacks=[*callbacks, Announcer()], verbose=1)
+    if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
+        tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
+                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),
+                           run_config=run_config)
+        return tuner.fit(), False
     searcher = OptunaSearch(metric=METRIC, mode=MODE,
                             sampler=optuna.samplers.TPESampler(seed=int(t["seed"])))
     epochs = int(plan.cfg["train"]["epochs"])
@@ -90,8 +108,7 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
         param_space=search_space(plan.cfg),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t["num_samples"]),
                                     max_concurrent_trials=int(max_concurrent)),
-        run_config=tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path),
-                                  callbacks=[*callbacks, Announcer()], verbose=1),
+        run_config=run_config,
     )
     return tuner.fit(), False
 
@@ -108,9 +125,11 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
     for res in grid:
         m = res.metrics or {}
         df = res.metrics_dataframe
-        hist = []
+        hist, ckpt = [], m.get("checkpoint_path")
         if df is not None and len(df) and METRIC in df:
-            hist = [(int(e), float(v)) for e, v in zip(df[TIME_ATTR], df[METRIC])]
+            hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC])}.items())
+        if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
+            ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
         best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
         ran = int(m.get(TIME_ATTR) or 0)
         cfg = res.config or {}
@@ -118,7 +137,8 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
                "val_Dice_best": best, "val_Dice_last": float(m.get(METRIC, float("nan"))),
                "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
                "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
-               "checkpoint_path": m.get("checkpoint_path"), "history": hist}
+               "checkpoint_path": ckpt, "history": hist,
+               **{k: float(v) for k, v in m.items() if k.startswith("test_") and isinstance(v, (int, float))}}
         rows.append(row)
     rows.sort(key=lambda r: -(r["val_Dice_best"] if math.isfinite(r["val_Dice_best"]) else -1e9))
     return rows
@@ -141,8 +161,9 @@ def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    numeric = [p for p in params if p != "model"]
-    fig, axes = plt.subplots(1, len(numeric) + 1, figsize=(4.2 * (len(numeric) + 1), 3.6))
+    numeric = [p for p in params if p not in ("model", "variant", "seed")]
+    fig, axes = plt.subplots(1, len(numeric) + 1, figsize=(4.2 * (len(numeric) + 1), 3.6), squeeze=False)
+    axes = axes[0]
     for ax, p in zip(axes, numeric):
         xs = [r[p] for r in rows if r[p] is not None]
         ys = [r["val_Dice_best"] for r in rows if r[p] is not None]
@@ -158,7 +179,7 @@ def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Pat
         if r["history"]:
             e, v = zip(*r["history"])
             ax.plot(e, v, marker=".", ls="--" if r["stopped_early"] else "-",
-                    label=f"{r['trial_id'][-5:]} λ={r.get('lam')}")
+                    label=(f"{r['variant']} s{r['seed']}" if "variant" in r else f"{r['trial_id'][-5:]} λ={r.get('lam')}"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("val Dice (mean)")
     ax.set_title("per trial (dashed: stopped by ASHA)", fontsize=9)

@@ -9,6 +9,9 @@
 * The best trial's ``best.pt`` logged as an MLflow pyfunc model (artifact ``checkpoint``)
   and registered under ``mlflow.registered_model`` with the alias ``mlflow.alias`` and the
   version tags lam, delta, gamma, model, val_Dice_mean.
+* A comparison grid (``tune.mode: grid``) registers nothing: its child runs carry the
+  tags ``variant`` and ``seed``, the metrics ``<eval_split>_*`` and the artifacts
+  ``eval/`` and ``checkpoint/best.pt``, which ``singr report`` reads.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from singr.config import dump_config
+from singr.experiment import expand_variants, is_grid
 
 from .plan import SweepPlan, trial_config
 
@@ -56,12 +60,19 @@ def parent_run(plan: SweepPlan) -> str:
                 return run.info.run_id
         except Exception:
             pass
-    run = client.create_run(exp_id, run_name=plan.name, tags={"sweep": plan.name, "singr.role": "sweep"})
+    grid = is_grid(cfg)
+    run = client.create_run(exp_id, run_name=plan.name, tags={"sweep": plan.name, "singr.role": "sweep",
+                                                               "singr.mode": "grid" if grid else "search"})
     rid = run.info.run_id
     t = cfg["tune"]
-    for k in ("lam_grid", "delta", "gamma", "lr", "models", "num_samples", "num_workers", "seed"):
-        client.log_param(rid, f"search.{k}", json.dumps(t[k]))
-    client.log_param(rid, "asha", json.dumps(t["asha"]))
+    if grid:
+        client.log_param(rid, "grid.variants", json.dumps([v.name for v in expand_variants(cfg)]))
+        client.log_param(rid, "grid.seeds", json.dumps(cfg["experiment"]["seeds"]))
+        client.log_param(rid, "grid.eval_split", cfg["experiment"]["eval_split"])
+    else:
+        for k in ("lam_grid", "delta", "gamma", "lr", "models", "num_samples", "num_workers", "seed"):
+            client.log_param(rid, f"search.{k}", json.dumps(t[k]))
+        client.log_param(rid, "asha", json.dumps(t["asha"]))
     client.log_text(rid, dump_config(cfg), "config.yaml")
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"run_id": rid, "tracking_uri": uri}))
@@ -87,6 +98,27 @@ class ChildRunCallback(MLflowLoggerCallback):
             client.set_tag(rid, "trial_id", trial.trial_id)
             cfg = trial_config(self.base_cfg, trial.config, Path(self.trials_dir) / trial.trial_id)
             client.log_text(rid, dump_config(cfg), "config.yaml")
+            if "variant" in trial.config:
+                client.set_tag(rid, "variant", str(trial.config["variant"]))
+                client.set_tag(rid, "seed", str(trial.config["seed"]))
+                for k, v in (("loss", cfg["loss"]["name"]), ("model", cfg["model"]["name"]),
+                             ("lam", cfg["sing"]["lam"]), ("delta", cfg["sing"]["delta"]),
+                             ("gamma", cfg["loss"]["gamma"])):
+                    client.log_param(rid, k, v)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        """Before the run ends: a grid run's evaluation files and best.pt become its artifacts
+        (``eval/`` and ``checkpoint/best.pt``, what ``singr report`` reads back)."""
+        rid = self._trial_runs.get(trial)
+        if rid is not None and "variant" in trial.config:
+            client = self.mlflow_util._get_client()
+            out = Path(self.trials_dir) / trial.trial_id
+            if (out / "eval").is_dir():
+                client.log_artifacts(rid, str(out / "eval"), "eval")
+            best = out / "checkpoints" / "best.pt"
+            if best.exists():
+                client.log_artifact(rid, str(best), "checkpoint")
+        super().log_trial_end(trial, failed)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial not in self._trial_runs:

@@ -6,7 +6,9 @@ epoch callback that calls ``ray.train.report`` on every rank, every epoch; rank 
 a Checkpoint holding ``last.pt`` and ``best.pt``. After a worker failure (FailureConfig)
 or a restart of the trial (same Train run name and storage, e.g. after ``Tuner.restore``),
 ``ray.train.get_checkpoint()`` returns the latest checkpoint and ``fit`` resumes from its
-``last.pt``. Train V2 cannot take a Trainer inside a Tuner, so a trial is a Tune function
+``last.pt``. In a comparison grid (``tune.mode: grid``) rank 0 then evaluates the run's
+``best.pt`` on ``experiment.eval_split`` and every rank reports once more with the
+``<split>_*`` metrics (what ``singr report`` reads). Train V2 cannot take a Trainer inside a Tuner, so a trial is a Tune function
 (:func:`run_trial`) that builds and fits the TorchTrainer; ``TuneReportCallback`` forwards
 each rank-0 report to Tune.
 """
@@ -83,11 +85,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise RuntimeError(f"injected worker failure after epoch {epoch}")
 
     try:
-        fit(cfg, progress=False, resume=False, on_epoch_end=on_epoch_end, rank=rank, world_size=world,
-            wrap_model=ray.train.torch.prepare_model, device=ray.train.torch.get_device(),
-            checkpoint_dir=ckpt_dir, resume_from=resume_from, prepared=bool(config.get("prepared", True)))
+        result = fit(cfg, progress=False, resume=False, on_epoch_end=on_epoch_end, rank=rank, world_size=world,
+                     wrap_model=ray.train.torch.prepare_model, device=ray.train.torch.get_device(),
+                     checkpoint_dir=ckpt_dir, resume_from=resume_from, prepared=bool(config.get("prepared", True)))
+        split = config.get("evaluate_split")
+        if split:  # a grid run: score best.pt on the held-out split, reported once more as <split>_*
+            scores = evaluate_best(result, cfg, split, ray.train.torch.get_device()) if rank == 0 else {}
+            final = {"val_Dice_mean": 0.0, **last_val, **scores, "epoch": int(cfg["train"]["epochs"])}
+            ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in final.items()})
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def evaluate_best(result: dict[str, Any], cfg: dict[str, Any], split: str, device: Any) -> dict[str, float]:
+    """Evaluate the run's best.pt (last.pt if no validation ever ran) on ``split``:
+    ``{"<split>_Dice_TC": mean over cases, ..., "<split>_n_cases": n}``; files in <output_dir>/eval."""
+    from singr.engine.evaluate import evaluate
+
+    ckpt = Path(result["best_checkpoint"])
+    if not ckpt.exists():
+        ckpt = Path(result["last_checkpoint"])
+    dev = "cuda" if getattr(device, "type", str(device)) == "cuda" else "cpu"
+    res = evaluate(ckpt, cfg, split=split, out_dir=Path(cfg["output_dir"]) / "eval", device=dev,
+                   progress=False, overlays=0)
+    out = {f"{split}_{k}": float(v["mean"]) for k, v in res["summary"].items()}
+    out[f"{split}_n_cases"] = float(res["n_cases"])
+    return out
 
 
 def scaling(cfg: dict[str, Any], resources: dict[str, float]) -> tuple[int, float, float]:
@@ -102,7 +125,7 @@ def scaling(cfg: dict[str, Any], resources: dict[str, float]) -> tuple[int, floa
 def build_trainer(cfg: dict[str, Any], run_name: str, storage_path: str | Path, num_workers: int,
                   cpus_per_worker: float, gpus_per_worker: float = 0.0, max_failures: int = 0,
                   prepared: bool = True, tune_callback: bool = False,
-                  inject_failure: dict[str, Any] | None = None) -> Any:
+                  inject_failure: dict[str, Any] | None = None, evaluate_split: str | None = None) -> Any:
     """A TorchTrainer running :func:`train_loop_per_worker` on ``cfg``."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -118,7 +141,7 @@ def build_trainer(cfg: dict[str, Any], run_name: str, storage_path: str | Path, 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "prepared": prepared, "threads": max(1, int(cpus_per_worker)),
-                           "inject_failure": inject_failure},
+                           "inject_failure": inject_failure, "evaluate_split": evaluate_split},
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=int(num_workers), use_gpu=gpus_per_worker > 0,
                                                resources_per_worker=res),
@@ -135,6 +158,8 @@ def run_trial(params: dict[str, Any], base_cfg: dict[str, Any], trials_dir: str,
     """Ray Tune function trainable: the trial's config from ``params``, then a TorchTrainer fit."""
     import ray.tune
 
+    from singr.experiment import is_grid
+
     from .plan import trial_config
 
     trial_id = ray.tune.get_context().get_trial_id()
@@ -142,5 +167,6 @@ def run_trial(params: dict[str, Any], base_cfg: dict[str, Any], trials_dir: str,
     trainer = build_trainer(cfg, run_name=trial_id, storage_path=train_storage, num_workers=scale[0],
                             cpus_per_worker=scale[1], gpus_per_worker=scale[2],
                             max_failures=int(base_cfg["tune"]["max_failures"]), prepared=True,
-                            tune_callback=True)
+                            tune_callback=True,
+                            evaluate_split=cfg["experiment"]["eval_split"] if is_grid(cfg) else None)
     trainer.fit()

@@ -45,6 +45,8 @@ def loss_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
         kwargs = {"gamma": float(cfg["loss"]["gamma"]), "eps": float(cfg["loss"]["eps"])}
     elif name == "focal_l1_dagger":
         kwargs = {"gamma": float(cfg["loss"]["gamma"])}
+    elif name == "product":
+        kwargs = {"mode": str(cfg["loss"].get("product_mode", "image"))}
     return build_loss(name, **kwargs)
 
 
