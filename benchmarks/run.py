@@ -12,9 +12,9 @@ measured in the same run:
   time to read the case's files, the floor preprocessing is compared with.
 * Training throughput: samples/s of a SiNGR step (targets built from cached distances,
   Focal-L1) vs the hard-label step (binary targets, Dice+BCE), same model, patch, batch.
-* Inference: one full-size case through the in-process predictor vs the HTTP endpoint
-  (when ``serve`` is importable), and the sweep's map stage with a cold and a warm cache
-  (when ``tune`` is importable).
+* Inference: one full-size case through ``singr predict``'s in-process path vs the HTTP
+  endpoint (Ray Serve on loopback), same checkpoint and window; and the sweep's map stage
+  (Ray Data) with a cold and a warm cache.
 
 ``--tiny`` runs every benchmark on small inputs (what the tests check); it does not
 write the repository's RESULTS.md unless ``--out`` says so.
@@ -194,6 +194,163 @@ def bench_train(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- inference
+def _bench_checkpoint(path: Path, tiny: bool, spacing: list[float]) -> Path:
+    """A checkpoint of the synthetic config's unet3d (weights untrained: timing only), sliding
+    window 128^3 (the paper's) at full size, 32^3 for --tiny."""
+    import torch
+
+    from singr.config import load_config
+    from singr.engine.checkpoint import save_checkpoint
+    from singr.models import model_from_config
+
+    roi = [32, 32, 32] if tiny else [128, 128, 128]
+    cfg = load_config("smoke.yaml" if tiny else "synthetic.yaml", [f"infer.roi_size={roi}"])
+    torch.manual_seed(0)
+    model = model_from_config(cfg, 4, 3)
+    meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023",
+            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg["model"]["name"], "loss": "focal_l1",
+            "regression": True, "lam": 0.5, "delta": 0.5, "gamma": 1.0, "spacing": spacing}
+    state = {"model_state": model.state_dict(), "epoch": 0, "best_metric": -1.0, "meta": meta, "metrics": {},
+             "config": {k: v for k, v in cfg.items() if not k.startswith("_")}}
+    return save_checkpoint(path, state)
+
+
+def _case_folder(case_dir: Path, tiny: bool, workdir: Path) -> Path:
+    """The case's 4 modality files (the real folder; for --tiny the 3 mm crop written out)."""
+    if not tiny:
+        return case_dir
+    from singr.io import write_nifti
+
+    c = load_case(case_dir, True)
+    out = workdir / "tiny-case"
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    for i, m in enumerate(MODS):
+        write_nifti(out / f"{m}.nii.gz", c.image[i], aff)
+    return out
+
+
+def bench_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
+    """One case, end to end: in-process (what `singr predict` does with its model loaded:
+    read the 4 files, segment, write the label NIfTI) vs HTTP (POST the 4 files to the Ray
+    Serve endpoint on loopback, write the returned NIfTI). Same checkpoint, window, threads.
+    The in-process runs come first, before Ray starts, so Ray's idle processes do not slow them."""
+    import httpx
+    import torch
+
+    from serve.bench import case_files
+    from singr.data.readers import load_case_from_files
+    from singr.engine.evaluate import Predictor
+    from singr.io import write_nifti
+
+    threads = max(1, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    folder = _case_folder(case_dir, tiny, workdir)
+    probe = load_case_from_files({m: folder / f"{m}.nii.gz" for m in MODS}, case_id=folder.name)
+    ckpt = _bench_checkpoint(workdir / "bench.pt", tiny, list(probe.spacing))
+    pred = Predictor(ckpt, "cpu")
+
+    def in_process() -> int:
+        c = load_case_from_files({m: folder / f"{m}.nii.gz" for m in MODS}, case_id=folder.name)
+        p = pred.predict(c.image, case=c.case_id)
+        write_nifti(workdir / "inproc_seg.nii.gz", p.labels, c.affine, c.header)
+        return int(p.regions.sum())
+
+    in_process()  # warm-up (allocator, MONAI imports)
+    t_in, vox_in = median_time(in_process, repeats)
+    del pred
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import socket
+
+    import ray
+    from ray import serve
+
+    from serve.app import make_app
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False,
+             namespace="singr-bench")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(make_app({"model": str(ckpt), "num_threads": threads, "max_batch_size": 1},
+                           {"num_replicas": 1, "ray_actor_options": {"num_cpus": 1}}), name="singr", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(timeout=1800) as client:
+            for _ in range(600):
+                if client.get(base + "/v1/health").status_code == 200:
+                    break
+                time.sleep(0.5)
+
+            def over_http() -> int:
+                r = client.post(base + "/v1/segment", files=case_files(folder))  # reads the files each time
+                r.raise_for_status()
+                (workdir / "http_seg.nii.gz").write_bytes(r.content)
+                return len(r.content)
+
+            over_http()  # warm-up
+            t_http, nbytes = median_time(over_http, repeats)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+    import nibabel as nib
+
+    a = np.asarray(nib.load(str(workdir / "inproc_seg.nii.gz")).dataobj)
+    b = np.asarray(nib.load(str(workdir / "http_seg.nii.gz")).dataobj)
+    return {"shape": list(probe.image.shape), "roi": [32] * 3 if tiny else [128] * 3, "threads": threads,
+            "in_process_s": t_in, "http_s": t_http, "http_over_in_process": t_http / t_in,
+            "labels_equal": bool(np.array_equal(a, b)), "response_bytes": nbytes, "label_voxels": vox_in}
+
+
+def bench_sweep_maps(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
+    """The sweep's map stage (tune.maps.compute_maps: Ray Data actors, prepare + distances for
+    every lambda of tune.lam_grid) on the synthetic data set: cold (empty cache, a new one per
+    repeat) vs warm (the same cache again)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    from singr.config import load_config
+    from singr.data.synth import synthesize_dataset
+    from singr.engine.data import discover
+    from tune.maps import compute_maps
+    from tune.plan import make_plan
+
+    base = "smoke.yaml" if tiny else "synthetic.yaml"
+    root = workdir / "sweep-data"
+    cfg0 = load_config(base)
+    s = cfg0["synth"]
+    synthesize_dataset(root, n_cases=int(s["n_cases"]), shape=tuple(s["shape"]), seed=0, progress=False)
+
+    def plan_for(cache: Path):
+        return make_plan(load_config(base, [f"data.root={root}", f"data.cache_dir={cache}",
+                                            f"output_dir={workdir / 'sweep-out'}",
+                                            f"tune.storage_path={workdir / 'sweep-ray'}"]))
+
+    ids = [c.case_id for c in discover(plan_for(workdir / "c").cfg)]
+    ray.init(address="local", num_cpus=max(1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    try:
+        compute_maps(plan_for(workdir / "warmup-cache"), ids[:2], progress=False)  # Ray Data start-up, jit
+        cold_t, warm_t, cold, warm = [], [], {}, {}
+        for i in range(repeats):
+            plan = plan_for(workdir / f"cache-{i}")
+            t = time.perf_counter()
+            cold = compute_maps(plan, ids, progress=False)
+            cold_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            warm = compute_maps(plan, ids, progress=False)
+            warm_t.append(time.perf_counter() - t)
+    finally:
+        ray.shutdown()
+    c, w = statistics.median(cold_t), statistics.median(warm_t)
+    return {"cases": len(ids), "lam_grid": plan_for(workdir / "c").lam_grid, "actors": cold["actors"],
+            "cold_s": c, "warm_s": w, "cold_over_warm": c / w, "cold_computed": cold["maps_computed"],
+            "warm_computed": warm["maps_computed"], "warm_cached": warm["maps_cached"],
+            "shape": list(s["shape"])}
+
+
 # --------------------------------------------------------------------------- report
 def write_results(res: dict[str, Any], out: Path) -> None:
     import torch
@@ -235,6 +392,28 @@ def write_results(res: dict[str, Any], out: Path) -> None:
                   f"| hard labels (Dice+BCE, binary targets) | {t['hard']['samples_per_s']:.2f} | 1.00 |",
                   f"| SiNGR (Focal-L1, targets from cached distances) | {t['singr']['samples_per_s']:.2f} | "
                   f"{t['ratio_singr_over_hard']:.3f} |"]
+    i = res.get("infer")
+    if i:
+        lines += ["", "## Inference: one case in-process vs through the HTTP endpoint", "",
+                  f"Case `{res['case']}` ({'x'.join(map(str, i['shape'][1:]))} voxels, {i['shape'][0]} modalities); "
+                  f"unet3d of configs/synthetic.yaml (untrained weights: timing only), sliding window {i['roi']}, "
+                  f"overlap 0.5, {i['threads']} torch threads in both. In-process is what `singr predict` does once "
+                  "its model is loaded: read the 4 files, segment, write the label NIfTI. HTTP posts the same 4 files "
+                  "to POST /v1/segment (Ray Serve on 127.0.0.1) and writes the returned NIfTI.", "",
+                  "| path | time (s) | ratio |", "| --- | --- | --- |",
+                  f"| in-process (`singr predict`) | {i['in_process_s']:.2f} | 1.00 |",
+                  f"| HTTP endpoint | {i['http_s']:.2f} | **{i['http_over_in_process']:.3f}** |", "",
+                  f"Label maps identical: {i['labels_equal']}."]
+    sm = res.get("sweep_maps")
+    if sm:
+        lines += ["", "## The sweep's map stage: cold vs warm cache", "",
+                  f"`tune.maps.compute_maps` (Ray Data, {sm['actors']} actors) over the {sm['cases']} train + val "
+                  f"cases of configs/synthetic.yaml ({'x'.join(map(str, sm['shape']))} voxels), lambda in "
+                  f"{sm['lam_grid']}: read + normalise each case and its 3 regions' distances per lambda.", "",
+                  "| cache | time (s) | maps computed | maps from cache | ratio |", "| --- | --- | --- | --- | --- |",
+                  f"| cold (empty) | {sm['cold_s']:.2f} | {sm['cold_computed']} | 0 | 1.00 |",
+                  f"| warm (second run) | {sm['warm_s']:.2f} | {sm['warm_computed']} | {sm['warm_cached']} | "
+                  f"{sm['warm_s'] / sm['cold_s']:.3f} ({sm['cold_over_warm']:.1f}x faster) |"]
     for extra in res.get("extra", []):
         lines += ["", extra]
     out.write_text("\n".join(lines) + "\n")
@@ -248,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--skip-train", action="store_true", help="reuse the training figures of the last run")
     ap.add_argument("--skip-maps", action="store_true", help="reuse the SiNG map figures of the last run")
+    ap.add_argument("--skip-infer", action="store_true", help="reuse the inference figures of the last run")
+    ap.add_argument("--skip-sweep-maps", action="store_true", help="reuse the sweep map-stage figures of the last run")
     ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.maps_worker:
@@ -287,6 +468,20 @@ def main(argv: list[str] | None = None) -> int:
             res["train"] = bench_train(a.repeats, a.tiny, Path(d))
         res["train_date"] = res["date"]
         print(json.dumps(res["train"], indent=1), flush=True)
+    for key, skip, label, fn in (
+            ("infer", a.skip_infer, "inference (in-process vs HTTP)", lambda d: bench_infer(case, a.repeats, a.tiny, d)),
+            ("sweep_maps", a.skip_sweep_maps, "sweep map stage (cold vs warm cache)",
+             lambda d: bench_sweep_maps(a.repeats, a.tiny, d))):
+        if skip and key in prev:
+            res[key] = prev[key]
+            res[f"{key}_date"] = prev.get(f"{key}_date", prev["date"])
+            res.setdefault("extra", []).append(f"({label} figures from the run of {res[f'{key}_date']}.)")
+        elif not skip:
+            print(f"[bench] {label} ...", flush=True)
+            with tempfile.TemporaryDirectory() as d:
+                res[key] = fn(Path(d))
+            res[f"{key}_date"] = res["date"]
+            print(json.dumps(res[key], indent=1), flush=True)
     if out is not None:
         write_results(res, out)
         out.with_suffix(".json").write_text(json.dumps({k: v for k, v in res.items() if k != "extra"}, indent=1))
