@@ -162,8 +162,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     h = res["summary"].get("headline") or {}
     if h:
         d, hd = h["paired_Dice_difference"], h["paired_HD95_difference"]
-        print(f"[report] {h['highlight']} - {h['baseline']} over {d[2]} seeds: Dice {d[0]:+.4f} ± {d[1]:.4f}, "
-              f"HD95 {hd[0]:+.2f} ± {hd[1]:.2f} mm")
+
+        def pm(v: tuple, digits: int) -> str:
+            return f"{v[0]:+.{digits}f}" + (f" ± {v[1]:.{digits}f}" if v[2] > 1 else "")
+
+        print(f"[report] {h['highlight']} - {h['baseline']} over {d[2]} seeds: Dice {pm(d, 4)}, "
+              f"HD95 {pm(hd, 2)} mm")
     for f in res["figures"]:
         print(f"[report] figure: {f}")
     return 0

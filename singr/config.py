@@ -68,7 +68,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "infer.mode": ("constant", "gaussian"),
     "loss.product_mode": ("image", "voxel"),
     "tune.mode": ("search", "grid"),
-    "experiment.eval_split": ("train", "val", "test"),
+    "experiment.eval_split": ("test", "train"),  # not val: it picks each run's best.pt
 }
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Keys whose value is free-form (a mapping the reference leaves open).
@@ -249,7 +249,7 @@ def _check_experiment(cfg: dict[str, Any], ref: dict[str, Any], source: Path | s
             vcfg = apply_overrides({k: x for k, x in cfg.items() if k != "experiment"}, sets, ref)
             validate(vcfg, ref, source)
         except SingrConfigError as err:
-            raise SingrConfigError(f"variant {name!r}: {err}", path=source) from None
+            raise SingrConfigError(f"{where}.set (variant {name!r}): {err.reason}", path=source) from None
     for key in ("baseline", "highlight"):
         if e.get(key) is not None and e[key] not in names:
             raise SingrConfigError(f"experiment.{key} = {e[key]!r} is not a variant name; variants: "
@@ -263,6 +263,13 @@ def _check_experiment(cfg: dict[str, Any], ref: dict[str, Any], source: Path | s
         if not (e.get("baseline") and e.get("highlight")):
             raise SingrConfigError("experiment.architectures needs experiment.baseline and experiment.highlight "
                                    "(each architecture runs both)", path=source)
+        if len(set(archs)) != len(archs):
+            raise SingrConfigError(f"experiment.architectures = {archs!r} names an architecture twice", path=source)
+        made = {f"{a}-{e[k]}" for a in archs for k in ("baseline", "highlight")}
+        clash = sorted(made & set(names))
+        if clash:
+            raise SingrConfigError(f"variant name {clash[0]!r} is also the name experiment.architectures gives "
+                                   "an architecture's run; rename the variant", path=source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -63,6 +63,17 @@ def _show(text: str) -> str:
     return text.replace(cwd + "/", "").replace(cwd, ".")
 
 
+def _finite(x: Any) -> Any:
+    """NaN (an SE over one seed, a variant without runs) as null, so summary.json is valid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -76,8 +87,10 @@ def find_grid(uri: str, experiment: str, sweep: str | None = None) -> tuple[Any,
     if exp is None:
         names = ", ".join(e.name for e in client.search_experiments()) or "none"
         raise SingrInputError(f"no MLflow experiment named {experiment!r} at {uri}; experiments: {names}")
-    flt = "tags.`singr.mode` = 'grid'" + (f" and tags.sweep = '{sweep}'" if sweep else "")
-    parents = client.search_runs([exp.experiment_id], flt, order_by=["attributes.start_time DESC"], max_results=50)
+    parents = client.search_runs([exp.experiment_id], "tags.`singr.mode` = 'grid'",
+                                 order_by=["attributes.start_time DESC"], max_results=500)
+    if sweep:  # compared here, not in the filter string: a name may hold quotes
+        parents = [p for p in parents if p.data.tags.get("sweep") == sweep]
     if not parents:
         what = f"sweep {sweep!r}" if sweep else "grid sweep (tune.mode: grid)"
         raise SingrInputError(f"MLflow experiment {experiment!r} at {uri} has no {what}; run "
@@ -91,13 +104,20 @@ def find_grid(uri: str, experiment: str, sweep: str | None = None) -> tuple[Any,
         cfg = yaml.safe_load(Path(local).read_text())
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
                                   max_results=5000)
-    runs = []
+    split = cfg["experiment"]["eval_split"]
+    newest: dict[tuple[str, int], Any] = {}
     for r in children:
         tags = r.data.tags
-        if "variant" not in tags:
+        if "variant" not in tags or "seed" not in tags:
             continue
-        runs.append(GridRun(r.info.run_id, tags["variant"], int(tags.get("seed", 0)), r.info.status,
-                            {k: float(v) for k, v in r.data.metrics.items()}))
+        key = (tags["variant"], int(tags["seed"]))
+        # a trial restarted after Tuner.restore opens a new child run: keep one run per variant
+        # and seed, the newest of those with evaluation metrics (else the newest)
+        rank = (f"{split}_Dice_mean" in r.data.metrics, r.info.start_time or 0)
+        if key not in newest or rank > newest[key][0]:
+            newest[key] = (rank, r)
+    runs = [GridRun(r.info.run_id, v, s, r.info.status, {k: float(x) for k, x in r.data.metrics.items()})
+            for (v, s), (_, r) in sorted(newest.items())]
     return parent, cfg, runs
 
 
@@ -140,9 +160,9 @@ def table_markdown(variants: Sequence[Variant], agg: dict[str, Any], regions: Se
         a = agg[v.name]
         cells = [_cell(a[f"Dice_{r}"], 3) for r in [*regions, "mean"]] + \
                 [_cell(a[f"HD95_{r}"], 2) for r in [*regions, "mean"]]
-        label = v.label + (" (paper)" if v.name == highlight or v.name.endswith(f"-{highlight}") else "")
-        row = [label, str(a["Dice_mean"][2]), *cells]
-        if v.name == highlight:
+        paper = highlight is not None and (v.name == highlight or v.name.endswith(f"-{highlight}"))
+        row = [v.label + (" (paper)" if paper else ""), str(a["Dice_mean"][2]), *cells]
+        if paper:
             row = [f"**{c}**" for c in row]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -250,7 +270,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
     base, high = e.get("baseline"), e.get("highlight")
     groups = [g for g in (TABLE, ARCHITECTURES) if any(g in v.groups for v in variants)]
     sweep_name = parent.data.tags.get("sweep", parent.info.run_id)
-    seeds = sorted({r.seed for r in runs})
+    seeds = sorted({r.seed for r in done})
     md = [f"# SiNGR comparison: {sweep_name}", "",
           f"MLflow experiment `{experiment}`, sweep run `{parent.info.run_id}` ({_show(uri)}). "
           f"{len(done)} of {len(variants) * len(e['seeds'])} runs finished with {split} metrics; "
@@ -272,7 +292,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
                f"HD95 {_cell(a['HD95_mean'], 2)} mm",
                f"- {next(v.label for v in variants if v.name == base)}: mean Dice {_cell(b['Dice_mean'], 3)}, "
                f"HD95 {_cell(b['HD95_mean'], 2)} mm",
-               f"- paired over {d_dice[2]} seeds, SiNGR − hard labels: Dice {_cell(d_dice, 3)}, "
+               f"- paired over {d_dice[2]} seeds, {high} − {base}: Dice {_cell(d_dice, 3)}, "
                f"HD95 {_cell(d_hd, 2)} mm"]
     figures: list[Path] = []
     for g in groups:
@@ -309,7 +329,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
                "variants": {v.name: {"label": v.label, "groups": list(v.groups),
                                      **{k: list(s) for k, s in agg[v.name].items()}} for v in variants},
                "headline": headline, "figures": [p.name for p in figures]}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", _finite(summary))
     if log_to_mlflow:
         for p in [md_path, out / "summary.json", *figures]:
             client.log_artifact(parent.info.run_id, str(p), "report")

@@ -111,6 +111,9 @@ def test_product_loss_mode_from_config():
     ("experiment.seeds=[]", "experiment.seeds"),
     ("experiment.seeds=[1, 1]", "experiment.seeds"),
     ("experiment.variants=[]", "needs experiment.variants"),
+    ("experiment.architectures=[segresnet, segresnet]", "twice"),
+    ("experiment.variants=[{name: hard}, {name: singr}, {name: segresnet-hard}]", "'segresnet-hard' is also"),
+    ("experiment.eval_split=val", "experiment.eval_split"),
 ])
 def test_bad_experiment_names_the_field(override, needle):
     with pytest.raises(SingrConfigError, match=needle):

@@ -50,6 +50,10 @@ def _fabricate(tmp_path: Path) -> str:
         client.log_metric(r.info.run_id, "test_Dice_mean", sum(dice) / 3)
         client.log_metric(r.info.run_id, "test_HD95_mean", sum(10 * (1 - d) + seed for d in dice) / 3)
         client.set_terminated(r.info.run_id)
+    # an older run of (hard, 0) from before a restore: the newer one counts, not this one
+    r = client.create_run(exp, start_time=1, tags={"mlflow.parentRunId": pid, "variant": "hard", "seed": "0"})
+    for k in ("test_Dice_TC", "test_Dice_WT", "test_Dice_ET", "test_Dice_mean"):
+        client.log_metric(r.info.run_id, k, 0.0)
     # an unfinished run (no test metrics) does not count
     r = client.create_run(exp, tags={"mlflow.parentRunId": pid, "variant": "singr", "seed": "3"})
     client.log_metric(r.info.run_id, "val_Dice_mean", 0.1)
@@ -71,6 +75,7 @@ def test_report_tables_and_figures(tmp_path):
     res = write_report(uri, "fab", out)
     s = json.loads((out / "summary.json").read_text())
     assert s["sweep"] == "fab-grid" and s["n_runs"] == 10 and s["regions"] == list(REGIONS)
+    assert s["seeds"] == [0, 1, 2]
     hard, singr, seg_h = s["variants"]["hard"], s["variants"]["singr"], s["variants"]["segresnet-hard"]
     # hand values: hard Dice_TC = 0.5, 0.6, 0.7 -> mean 0.6, SE = 0.1/sqrt(3)
     assert hard["Dice_TC"][0] == pytest.approx(0.6) and hard["Dice_TC"][1] == pytest.approx(0.0577350, abs=1e-6)
@@ -91,6 +96,7 @@ def test_report_tables_and_figures(tmp_path):
     assert "| **SiNGR (paper)** | **3** | **0.680 ± 0.042** |" in md
     assert "| Hard | 3 | 0.600 ± 0.058 | 0.800 ± 0.058 | 0.400 ± 0.058 | 0.600 ± 0.058 | 5.00 ± 0.00 |" in md
     assert "segresnet: Hard" in md and "paper Figure 3" in md and "fabricated" in md
+    assert "| **segresnet: SiNGR (paper)** | **2** |" in md
     for name in ("bars_table.png", "bars_architectures.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md

@@ -195,9 +195,16 @@ def _finish_grid(plan: Any, parent: str, rows: list[dict[str, Any]], summary: di
     close_parent(plan, parent, "FINISHED", summary, [*files, plan.results_dir / "summary.json"])
     print("\n[tune] grid runs:\n" + format_rows(rows, split))
     print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
-    rep = write_report(plan.tracking_uri, plan.cfg["mlflow"]["experiment"], plan.results_dir / "report",
-                       sweep=plan.name)
-    print(f"[tune] report: {rep['markdown']} (also in MLflow run {parent}, artifacts report/)")
+    again = (f"singr report --experiment {plan.cfg['mlflow']['experiment']} --sweep {plan.name} "
+             f"--tracking-uri {plan.tracking_uri}")
+    try:
+        rep = write_report(plan.tracking_uri, plan.cfg["mlflow"]["experiment"], plan.results_dir / "report",
+                           sweep=plan.name)
+        print(f"[tune] report: {rep['markdown']} (also in MLflow run {parent}, artifacts report/); "
+              f"again, elsewhere: {again} --out DIR")
+    except Exception as e:  # noqa: BLE001 - the grid itself finished; the report can be rerun
+        print(f"[tune] the grid finished but its report failed ({type(e).__name__}: {e}); rerun: {again}",
+              file=sys.stderr, flush=True)
     print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0

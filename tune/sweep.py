@@ -121,24 +121,25 @@ def interrupted(grid: Any, num_samples: int) -> bool:
 def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per trial: params, best/last Dice, epochs run, stopped early, checkpoint."""
     epochs = int(plan.cfg["train"]["epochs"])
+    prefix = f"{plan.cfg['experiment']['eval_split']}_" if is_grid(plan.cfg) else "\0"  # a grid's evaluation metrics
     rows = []
     for res in grid:
         m = res.metrics or {}
         df = res.metrics_dataframe
         hist, ckpt = [], m.get("checkpoint_path")
-        if df is not None and len(df) and METRIC in df:
-            hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC])}.items())
+        if df is not None and len(df) and METRIC in df:  # (a grid's final test report has no val metric)
+            hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC]) if v == v}.items())
         if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
             ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
         best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
         ran = int(m.get(TIME_ATTR) or 0)
         cfg = res.config or {}
         row = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in search_params(plan.cfg)},
-               "val_Dice_best": best, "val_Dice_last": float(m.get(METRIC, float("nan"))),
+               "val_Dice_best": best, "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
                "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
                "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
                "checkpoint_path": ckpt, "history": hist,
-               **{k: float(v) for k, v in m.items() if k.startswith("test_") and isinstance(v, (int, float))}}
+               **{k: float(v) for k, v in m.items() if k.startswith(prefix) and isinstance(v, (int, float))}}
         rows.append(row)
     rows.sort(key=lambda r: -(r["val_Dice_best"] if math.isfinite(r["val_Dice_best"]) else -1e9))
     return rows
@@ -146,7 +147,7 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    keys = [k for k in rows[0] if k not in ("history",)] if rows else ["trial_id"]
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "history")) or ["trial_id"]  # union: rows differ
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()

@@ -91,8 +91,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         split = config.get("evaluate_split")
         if split:  # a grid run: score best.pt on the held-out split, reported once more as <split>_*
             scores = evaluate_best(result, cfg, split, ray.train.torch.get_device()) if rank == 0 else {}
-            final = {"val_Dice_mean": 0.0, **last_val, **scores, "epoch": int(cfg["train"]["epochs"])}
-            ray.train.report({k: (v if math.isfinite(v) else -1.0) for k, v in final.items()})
+            # only the evaluation (no val_* carried over: after a restart none ran in this worker);
+            # a non-finite score is left out rather than averaged as a number by the report
+            final = {k: v for k, v in scores.items() if math.isfinite(v)}
+            ray.train.report({**final, "epoch": int(cfg["train"]["epochs"])})
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
