@@ -102,12 +102,15 @@ class FocalL1Loss(nn.Module):
         """The detached weight ``w`` of Eq. 6 for predictions ``z = tanh(logits)`` and target ``s``."""
         with torch.no_grad():
             diff = (s - z).abs()
-            same_sign = (s * z) >= 0
-            exponent = torch.where(same_sign, torch.full_like(diff, self.gamma), torch.zeros_like(diff))
-            denom = torch.maximum(s.abs(), z.abs()) + self.eps
-            safe = denom > 0
-            w = torch.where(safe, diff.pow(exponent) / torch.where(safe, denom, torch.ones_like(denom)),
-                            torch.zeros_like(diff))
+            # |S - Z|^(gamma * 1[SZ >= 0]) as a select between a scalar power and 1 (a
+            # tensor-valued exponent costs a pow per voxel; the values are the same)
+            focal = diff if self.gamma == 1.0 else diff.pow(self.gamma)
+            num = torch.where((s * z) >= 0, focal, torch.ones((), dtype=diff.dtype, device=diff.device))
+            denom = torch.maximum(s.abs(), z.abs())
+            if self.eps:
+                denom = denom + self.eps
+            # 0/0 (S = Z = 0, eps = 0) -> 0; torch.where picks 0 there, the nan is never used
+            w = torch.where(denom > 0, num / denom, torch.zeros((), dtype=diff.dtype, device=diff.device))
         return w
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
