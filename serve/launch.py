@@ -61,9 +61,9 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
             raise SingrInputError("checkpoint file not found", path=where)
         args["model"] = str(Path(where).resolve())
     else:
-        uri = tracking_uri or args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") \
-            or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-        args["tracking_uri"] = uri
+        from singr.tracking_uri import resolve_tracking_uri
+
+        args["tracking_uri"] = resolve_tracking_uri(tracking_uri or args.get("tracking_uri"))
     actor = dict(dep.get("ray_actor_options") or {})
     if num_gpus is not None:
         actor["num_gpus"] = num_gpus

@@ -12,7 +12,6 @@ downloaded directory holds the singr checkpoint ``*.pt`` somewhere under it.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ DEFAULT_MODEL = "models:/singr@champion"
 
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else ``sqlite:///<cwd>/mlflow.db`` (MLflow 3's default store)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    from singr.tracking_uri import resolve_tracking_uri
+
+    return resolve_tracking_uri()
 
 
 def parse_model_source(model: str | None) -> tuple[str, str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -150,11 +149,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise SingrInputError(f"no MLflow store at {uri[len('sqlite:///'):]}; pass --tracking-uri or run "
+    from .tracking_uri import resolve_tracking_uri, sqlite_path
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise SingrInputError(f"no MLflow store at {db}; pass --tracking-uri or run "
                               "from the folder of the sweep's mlflow.db")
     out = args.out or str(Path("reports") / (args.sweep or args.experiment))
     res = write_report(uri, args.experiment, out, sweep=args.sweep, overlay_cases=args.overlay_cases,

@@ -12,6 +12,7 @@ from typing import Any
 
 from singr.engine.data import run_paths
 from singr.experiment import expand_variants, is_grid, variant_config
+from singr.tracking_uri import resolve_tracking_uri
 
 METRIC = "val_Dice_mean"
 MODE = "max"
@@ -67,12 +68,7 @@ def _abs(p: str | Path) -> Path:
 
 def tracking_uri(cfg: dict[str, Any]) -> str:
     """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else an embedded sqlite store in the cwd."""
-    uri = cfg["mlflow"].get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = "sqlite:///" + str(_abs(uri[len("sqlite:///"):]))  # relative sqlite path -> absolute
-        return uri
-    return f"sqlite:///{_abs('mlflow.db')}"
+    return resolve_tracking_uri(cfg["mlflow"].get("tracking_uri"))
 
 
 def make_plan(cfg: dict[str, Any]) -> SweepPlan:
