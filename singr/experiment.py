@@ -66,7 +66,9 @@ def variant_config(cfg: dict[str, Any], name: str, seed: int | None = None) -> d
     out = apply_overrides({k: x for k, x in cfg.items() if not k.startswith("_")}, v.set, ref)
     if seed is not None:
         out["train"]["seed"] = int(seed)
-    validate(out, ref, f"variant {name!r}")
+    # the experiment section itself was checked with the config; re-checking it here would
+    # validate every variant again for each one
+    validate({k: x for k, x in out.items() if k != "experiment"}, ref, f"variant {name!r}")
     for k, x in cfg.items():
         if k.startswith("_"):
             out[k] = copy.deepcopy(x)

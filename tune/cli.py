@@ -122,7 +122,7 @@ def _run(plan: Any, split: dict[str, list[str]], resume: bool, progress: bool, t
           f"{time.time() - tm:.1f} s): computed {maps['maps_computed']}, from cache {maps['maps_cached']}", flush=True)
     parent = parent_run(plan)
     scale = scaling(cfg, resources)
-    conc = concurrency(cfg, resources, scale)
+    conc = concurrency(cfg, resources, scale, plan.n_trials)
     kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
     print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {scale[0]} Train worker(s) x "
           f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)

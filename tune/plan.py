@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,13 @@ class SweepPlan:
     split_file: Path               # the split every trial uses
     tracking_uri: str              # MLflow
 
-    @property
+    @cached_property
     def lam_grid(self) -> list[float]:
         """Lambda values whose maps the sweep needs: tune.lam_grid for a search; for a grid,
         the sing.lam of every variant that regresses SiNG maps (none if all are hard-label)."""
         if is_grid(self.cfg):
-            from singr.losses import is_regression_loss
-
-            lams = {float(c["sing"]["lam"]) for c in (variant_config(self.cfg, v.name)
-                                                      for v in expand_variants(self.cfg))
-                    if is_regression_loss(c["loss"]["name"])}
-            return sorted(lams)
+            cfgs = [variant_config(self.cfg, v.name) for v in expand_variants(self.cfg)]
+            return sorted({float(c["sing"]["lam"]) for c in cfgs if is_regression_loss_cfg(c)})
         if not is_regression_loss_cfg(self.cfg):
             return []
         return [float(v) for v in self.cfg["tune"]["lam_grid"]]

@@ -20,7 +20,9 @@ from singr.experiment import expand_variants, is_grid
 from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, search_params
 
 
-def concurrency(cfg: dict[str, Any], resources: dict[str, float], scale: tuple[int, float, float]) -> int:
+def concurrency(cfg: dict[str, Any], resources: dict[str, float], scale: tuple[int, float, float],
+                n_trials: int) -> int:
+    """tune.max_concurrent, else as many trials as the cluster fits, at most ``n_trials``."""
     t = cfg["tune"]
     if t.get("max_concurrent"):
         return int(t["max_concurrent"])
@@ -28,8 +30,7 @@ def concurrency(cfg: dict[str, Any], resources: dict[str, float], scale: tuple[i
     fit = int(float(resources.get("CPU", 1.0)) / max(n * cpw, 1e-9) + 1e-9)
     if gpw > 0:
         fit = min(fit, int(float(resources.get("GPU", 0.0)) / (n * gpw) + 1e-9))
-    n_trials = len(expand_variants(cfg)) * len(cfg["experiment"]["seeds"]) if is_grid(cfg) else int(t["num_samples"])
-    return max(1, min(fit, n_trials))
+    return max(1, min(fit, int(n_trials)))
 
 
 def grid_space(cfg: dict[str, Any]) -> dict[str, Any]:
