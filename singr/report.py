@@ -18,7 +18,6 @@ are logged to the parent run under ``report/``. Needs MLflow, not Ray.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import tempfile
@@ -220,8 +219,6 @@ def overlay_rows(client: Any, cfg: dict[str, Any], runs: Sequence[GridRun], base
     ``n_cases`` of ``split`` (from the sweep config's data folder and split file)."""
     from .engine.data import discover, run_paths, split_cases
     from .engine.evaluate import Predictor
-    from .engine.infer import predict_logits
-    from .engine.train import infer_kwargs
     from .metrics import case_metrics
     from .preprocess import prepare_case
 
@@ -238,7 +235,7 @@ def overlay_rows(client: Any, cfg: dict[str, Any], runs: Sequence[GridRun], base
             prep = prepare_case(cases[cid], paths.cache_dir, cfg["data"]["spacing"])
             row: dict[str, Any] = {"case": cid, "image": prep.image, "gt": prep.regions, "dice": []}
             for key, p in zip(("hard", "singr"), preds):
-                pr = p.from_logits(predict_logits(p.model, prep.image, device=p.device, **infer_kwargs(p.cfg)))
+                pr = p.predict_prepared(prep.image)
                 row[key] = pr.regions
                 row["dice"].append(case_metrics(pr.regions, prep.regions, prep.spacing, prep.region_names)["Dice_mean"])
                 if key == "singr":
@@ -268,6 +265,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
     regions = regions_of(done, split)
     agg = aggregate(done, variants, split, regions)
     base, high = e.get("baseline"), e.get("highlight")
+    label = {v.name: v.label for v in variants}
     groups = [g for g in (TABLE, ARCHITECTURES) if any(g in v.groups for v in variants)]
     sweep_name = parent.data.tags.get("sweep", parent.info.run_id)
     seeds = sorted({r.seed for r in done})
@@ -288,9 +286,9 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
                     "HD95_mean": [a["HD95_mean"], b["HD95_mean"]], "paired_Dice_difference": d_dice,
                     "paired_HD95_difference": d_hd}
         md += ["", "## Headline", "",
-               f"- {next(v.label for v in variants if v.name == high)}: mean Dice {_cell(a['Dice_mean'], 3)}, "
+               f"- {label[high]}: mean Dice {_cell(a['Dice_mean'], 3)}, "
                f"HD95 {_cell(a['HD95_mean'], 2)} mm",
-               f"- {next(v.label for v in variants if v.name == base)}: mean Dice {_cell(b['Dice_mean'], 3)}, "
+               f"- {label[base]}: mean Dice {_cell(b['Dice_mean'], 3)}, "
                f"HD95 {_cell(b['HD95_mean'], 2)} mm",
                f"- paired over {d_dice[2]} seeds, {high} − {base}: Dice {_cell(d_dice, 3)}, "
                f"HD95 {_cell(d_hd, 2)} mm"]
@@ -308,9 +306,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
         try:
             rows, names, which = overlay_rows(client, cfg, done, base, high, n_ov, split, device)
             if rows:
-                png = comparison_png(out / "overlays.png", rows, names,
-                                     (next(v.label for v in variants if v.name == base),
-                                      next(v.label for v in variants if v.name == high)))
+                png = comparison_png(out / "overlays.png", rows, names, (label[base], label[high]))
                 figures.append(png)
                 md += ["", "## Cases", "", f"Axial slice with the most tumour, {split} split; models of the lowest "
                        f"seed ({which}). Contours: TC red, WT green, ET yellow. Signed map: SiNGR's tanh output for "

@@ -65,6 +65,11 @@ class Predictor:
         self.check_channels(image, case)
         return self.from_logits(self.logits(image), label_convention)
 
+    def predict_prepared(self, image: np.ndarray, label_convention: str | None = None) -> Prediction:
+        """Like :meth:`predict` for an image already normalised (a prepared case)."""
+        return self.from_logits(predict_logits(self.model, image, device=self.device, **infer_kwargs(self.cfg)),
+                                label_convention)
+
 
 def write_rows_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     buf = io.StringIO()
@@ -125,8 +130,7 @@ def evaluate(
         prep = prepare_case(cases[cid], paths.cache_dir, cfg["data"]["spacing"])  # reads the cache when fresh
         if prep.regions is None:
             raise SingrInputError("case has no label to evaluate against", case=cid)
-        logits = predict_logits(pred.model, prep.image, device=pred.device, **infer_kwargs(pred.cfg))
-        p = pred.from_logits(logits, prep.label_convention)
+        p = pred.predict_prepared(prep.image, prep.label_convention)
         rows.append({"case": cid, **case_metrics(p.regions, prep.regions, prep.spacing, prep.region_names)})
         if len(rows) <= overlays:
             from ..viz import overlay_png
