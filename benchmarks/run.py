@@ -56,10 +56,10 @@ def load_case(case_dir: Path, tiny: bool):
     c = load_case_from_files({m: case_dir / f"{m}.nii.gz" for m in MODS}, label=case_dir / "seg.nii.gz",
                              label_convention="auto", case_id=case_dir.name)
     if tiny:  # 3 mm, cropped around the tumour: same anatomy, a few seconds for every engine
-        from singr.sing import _bbox
+        from singr.geometry import bounding_box
 
         img, lab = c.image[:, ::3, ::3, ::3], c.label[::3, ::3, ::3]
-        box = tuple(slice(max(0, b.start - 6), b.stop + 6) for b in _bbox(lab > 0))
+        box = tuple(slice(max(0, b.start - 6), b.stop + 6) for b in bounding_box(lab > 0))
         c.image, c.label, c.spacing = img[(slice(None),) + box], lab[box], (3.0, 3.0, 3.0)
     return c
 
@@ -67,15 +67,12 @@ def load_case(case_dir: Path, tiny: bool):
 # --------------------------------------------------------------------------- SiNG maps
 def _maps_worker(case_dir: str, engine: str, tiny: bool) -> None:
     """Child process: compute the 3 maps once with ``engine``; print peak RSS (MiB) and time."""
-    import resource
-
-    from singr.preprocess import normalize_image
-    from singr.regions import labels_to_regions
-    from singr.sing import compute_distances
 
     import threading
 
-    from singr.sing import map_regions
+    from singr.preprocess import normalize_image
+    from singr.regions import labels_to_regions
+    from singr.sing import compute_distances, map_regions
 
     c = load_case(Path(case_dir), tiny)
     img = normalize_image(c.image)
@@ -108,7 +105,6 @@ def _maps_worker(case_dir: str, engine: str, tiny: bool) -> None:
 
 
 def bench_maps(case_dir: Path, repeats: int, tiny: bool) -> dict[str, Any]:
-    from singr.data.readers import load_case_from_files
     from singr.preprocess import normalize_image
     from singr.regions import labels_to_regions
     from singr.sing import compute_distances, map_regions, sing_from_distances
@@ -129,17 +125,20 @@ def bench_maps(case_dir: Path, repeats: int, tiny: bool) -> dict[str, Any]:
         band = sb > -1
         d = np.abs(sa - sb)[band]
         agree[name] = {"band_voxels": int(band.sum()), "mean_abs_dS": float(d.mean()),
-                       "share_gt_0.05": float((d > 0.05).mean()), "sign_agreement": float((np.sign(sa) == np.sign(sb)).mean()),
+                       "share_gt_0.05": float((d > 0.05).mean()),
+                       "sign_agreement": float((np.sign(sa) == np.sign(sb)).mean()),
                        "bitwise_equal": bool(np.array_equal(sa, sb)),
                        "crop": [s.stop - s.start for s in a.bbox] if a.bbox else None}
     prep_t, _ = median_time(lambda: (normalize_image(load_case(case_dir, tiny).image), run("fast")), repeats)
     mem = {}
     for engine in ("none", "fast", "fastgeodis"):
-        out = subprocess.run([sys.executable, __file__, "--maps-worker", str(case_dir), engine] + (["--tiny"] if tiny else []),
+        cmd = [sys.executable, __file__, "--maps-worker", str(case_dir), engine] + (["--tiny"] if tiny else [])
+        out = subprocess.run(cmd,
                              capture_output=True, text=True, check=True)
         mem[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     return {"shape": list(c.image.shape), "spacing": list(c.spacing), "read_s": read_t, "fast_s": fast_t,
-            "reference_s": ref_t, "speedup": ref_t / fast_t, "preprocess_s": prep_t, "preprocess_over_read": prep_t / read_t,
+            "reference_s": ref_t, "speedup": ref_t / fast_t, "preprocess_s": prep_t,
+            "preprocess_over_read": prep_t / read_t,
             "agreement": agree, "memory": mem}
 
 
@@ -147,35 +146,49 @@ def bench_maps(case_dir: Path, repeats: int, tiny: bool) -> dict[str, Any]:
 def bench_train(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     import torch
 
-    from singr.config import load_config
+    from singr.config import load_config, with_values
+    from singr.data.dataset import PatchDataset, train_augmentation
     from singr.data.synth import synthesize_dataset
-    from singr.engine.data import PatchDataset, discover, prepare, run_paths, sing_settings, split_cases
-    from singr.engine.train import loss_from_config
+    from singr.engine.pipeline import discover, prepare, run_paths, sing_settings, split_cases
+    from singr.engine.trainer import loss_from_config
     from singr.models import model_from_config
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     base = "smoke.yaml" if tiny else "synthetic.yaml"
     root = workdir / "data"
     cfg = load_config(base, [f"data.root={root}", f"output_dir={workdir / 'run'}"])
-    s = cfg["synth"]
-    synthesize_dataset(root, n_cases=int(s["n_cases"]), shape=tuple(s["shape"]), seed=0, progress=False)
+    s = cfg.synth
+    synthesize_dataset(root, n_cases=int(s.n_cases), shape=tuple(s.shape), seed=0, progress=False)
     paths = run_paths(cfg)
     cases = discover(cfg)
     split = split_cases(cfg, cases, paths)
     prepare(cfg, cases, paths, progress=False)
-    tr = cfg["train"]
+    tr = cfg.train
+    a = cfg.augment
     steps = 3 if tiny else 10
     epochs: dict[str, Callable[[], int]] = {}
+    parts: dict[str, dict[str, float]] = {}
     # "hard_again" is a second, identical hard-label setup: its ratio to "hard" is the noise floor
     for kind, loss_name in (("singr", "focal_l1"), ("hard", "dice_bce"), ("hard_again", "dice_bce")):
-        c = dict(cfg, loss=dict(cfg["loss"], name=loss_name))
-        ds = PatchDataset(paths.cache_dir, split["train"], tr["patch_size"], steps * tr["batch_size"],
-                          loss_name != "dice_bce", sing_settings(c), 0.5, c["augment"], in_memory=True)
+        c = with_values(cfg, {"loss.name": loss_name})
+        ds = PatchDataset(paths.cache_dir, split["train"], tr.patch_size, steps * tr.batch_size,
+                          loss_name != "dice_bce", sing_settings(c), 0.5,
+                          train_augmentation(a.flip_prob, a.intensity_prob, a.intensity_scale, a.intensity_shift),
+                          in_memory=True)
         torch.manual_seed(0)
         model = model_from_config(c, 4, 3)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         loss_fn = loss_from_config(c)
-        loader = torch.utils.data.DataLoader(ds, batch_size=tr["batch_size"], num_workers=0)
+        loader = torch.utils.data.DataLoader(ds, batch_size=tr.batch_size, num_workers=0)
+        if kind != "hard_again":  # what the two setups differ in, timed apart: the sample and the loss
+            parts[kind] = {"data_ms": 1000 * median_time(lambda ds=ds: [ds[i] for i in range(8)], 5)[0] / 8}
+            b = next(iter(loader))
+            z = torch.randn_like(b["target"], requires_grad=True)
+
+            def loss_step(z=z, b=b, loss_fn=loss_fn) -> None:
+                loss_fn(z, b["target"]).backward()
+
+            parts[kind]["loss_ms"] = 1000 * median_time(loss_step, 20)[0]
 
         def epoch(model=model, opt=opt, loss_fn=loss_fn, loader=loader) -> int:
             n = 0
@@ -192,7 +205,7 @@ def bench_train(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     # interleaved, the order reversed every round, so that drift in the machine's speed hits all alike
     order = list(epochs)
     times: dict[str, list[float]] = {k: [] for k in order}
-    n = steps * tr["batch_size"]
+    n = steps * tr.batch_size
     for r in range(max(repeats, 1 if tiny else 10)):
         for kind in (order if r % 2 == 0 else order[::-1]):
             t = time.perf_counter()
@@ -207,7 +220,9 @@ def bench_train(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     for key, kind in (("ratio_singr_over_hard", "singr"), ("noise_hard_again_over_hard", "hard_again")):
         rs = paired(kind)
         out[key], out[f"{key}_range"] = statistics.median(rs), [rs[0], rs[-1]]
-    out["patch"], out["batch"], out["model"] = tr["patch_size"], tr["batch_size"], cfg["model"]["name"]
+    out["patch"], out["batch"], out["model"] = tr.patch_size, tr.batch_size, cfg.model.name
+    out["parts"] = parts
+    out["step_ms"] = 1000 * statistics.median(times["hard"]) / steps
     return out
 
 
@@ -218,7 +233,7 @@ def _bench_checkpoint(path: Path, tiny: bool, spacing: list[float]) -> Path:
     import torch
 
     from singr.config import load_config
-    from singr.engine.checkpoint import save_checkpoint
+    from singr.engine.checkpoint import Checkpoint, save_checkpoint
     from singr.models import model_from_config
 
     roi = [32, 32, 32] if tiny else [128, 128, 128]
@@ -226,11 +241,10 @@ def _bench_checkpoint(path: Path, tiny: bool, spacing: list[float]) -> Path:
     torch.manual_seed(0)
     model = model_from_config(cfg, 4, 3)
     meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023",
-            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg["model"]["name"], "loss": "focal_l1",
+            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg.model.name, "loss": "focal_l1",
             "regression": True, "lam": 0.5, "delta": 0.5, "gamma": 1.0, "spacing": spacing}
-    state = {"model_state": model.state_dict(), "epoch": 0, "best_metric": -1.0, "meta": meta, "metrics": {},
-             "config": {k: v for k, v in cfg.items() if not k.startswith("_")}}
-    return save_checkpoint(path, state)
+    return save_checkpoint(path, Checkpoint(model_state=model.state_dict(), meta=meta,
+                                            config=cfg.to_dict(core_only=True), epoch=0))
 
 
 def _case_folder(case_dir: Path, tiny: bool, workdir: Path) -> Path:
@@ -257,25 +271,25 @@ def bench_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) -> dict
 
     from serve.bench import case_files
     from singr.data.readers import load_case_from_files
-    from singr.engine.evaluate import Predictor
+    from singr.engine.bundle import load_predictor
     from singr.io import write_nifti
 
     threads = max(1, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     folder = _case_folder(case_dir, tiny, workdir)
     probe = load_case_from_files({m: folder / f"{m}.nii.gz" for m in MODS}, case_id=folder.name)
-    ckpt = _bench_checkpoint(workdir / "bench.pt", tiny, list(probe.spacing))
-    pred = Predictor(ckpt, "cpu")
+    ckpt = _bench_checkpoint(workdir / "bench.safetensors", tiny, list(probe.spacing))
+    held = {"pred": load_predictor(ckpt, "cpu")}
 
     def in_process() -> int:
         c = load_case_from_files({m: folder / f"{m}.nii.gz" for m in MODS}, case_id=folder.name)
-        p = pred.predict(c.image, case=c.case_id)
+        p = held["pred"].predict(c.image, case=c.case_id)
         write_nifti(workdir / "inproc_seg.nii.gz", p.labels, c.affine, c.header)
         return int(p.regions.sum())
 
     in_process()  # warm-up (allocator, MONAI imports)
     t_in, vox_in = median_time(in_process, repeats)
-    del pred
+    held.clear()  # the model's memory is freed before Ray starts
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import socket
 
@@ -330,24 +344,21 @@ def bench_sweep_maps(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
-    from singr.config import load_config
     from singr.data.synth import synthesize_dataset
-    from singr.engine.data import discover
+    from singr.engine.pipeline import discover, run_paths, split_cases
+    from tune.config import load_service_config
     from tune.maps import compute_maps
     from tune.plan import make_plan
 
     base = "smoke.yaml" if tiny else "synthetic.yaml"
     root = workdir / "sweep-data"
-    cfg0 = load_config(base)
-    s = cfg0["synth"]
-    synthesize_dataset(root, n_cases=int(s["n_cases"]), shape=tuple(s["shape"]), seed=0, progress=False)
+    s = load_service_config(base).synth
+    synthesize_dataset(root, n_cases=int(s.n_cases), shape=tuple(s.shape), seed=0, progress=False)
 
     def plan_for(cache: Path):
-        return make_plan(load_config(base, [f"data.root={root}", f"data.cache_dir={cache}",
-                                            f"output_dir={workdir / 'sweep-out'}",
-                                            f"tune.storage_path={workdir / 'sweep-ray'}"]))
-
-    from singr.engine.data import run_paths, split_cases
+        return make_plan(load_service_config(base, [f"data.root={root}", f"data.cache_dir={cache}",
+                                                    f"output_dir={workdir / 'sweep-out'}",
+                                                    f"tune.storage_path={workdir / 'sweep-ray'}"]))
 
     pc = plan_for(workdir / "c").cfg
     sp = split_cases(pc, discover(pc), run_paths(pc))
@@ -370,7 +381,7 @@ def bench_sweep_maps(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
     return {"cases": len(ids), "lam_grid": plan_for(workdir / "c").lam_grid, "actors": cold["actors"],
             "cold_s": c, "warm_s": w, "cold_over_warm": c / w, "cold_computed": cold["maps_computed"],
             "warm_computed": warm["maps_computed"], "warm_cached": warm["maps_cached"],
-            "shape": list(s["shape"]), "config": base}
+            "shape": list(s.shape), "config": base}
 
 
 # --------------------------------------------------------------------------- report
@@ -380,7 +391,6 @@ def _range(t: dict[str, Any], key: str) -> str:
 
 
 def write_results(res: dict[str, Any], out: Path) -> None:
-    import torch
 
     m = res["maps"]
     lines = [
@@ -398,8 +408,10 @@ def write_results(res: dict[str, Any], out: Path) -> None:
         f"| reference engine (FastGeodis, full volume) | {m['reference_s']:.2f} | 1.00 |",
         f"| fast engine (default) | {m['fast_s']:.2f} | **{m['speedup']:.1f}x faster** |",
         f"| read the case's 5 NIfTI files | {m['read_s']:.2f} | floor |",
-        f"| preprocess (read + normalise + 3 maps, fast) | {m['preprocess_s']:.2f} | {m['preprocess_over_read']:.2f}x the read time |",
-        "", "| region | crop (fast) | band voxels | mean abs dS | share abs dS > 0.05 | sign agreement | bitwise equal |",
+        f"| preprocess (read + normalise + 3 maps, fast) | {m['preprocess_s']:.2f} | "
+        f"{m['preprocess_over_read']:.2f}x the read time |",
+        "",
+        "| region | crop (fast) | band voxels | mean abs dS | share abs dS > 0.05 | sign agreement | bitwise equal |",
         "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, a in m["agreement"].items():
         lines.append(f"| {k} | {a['crop']} | {a['band_voxels']} | {a['mean_abs_dS']:.2e} | {a['share_gt_0.05']:.2%} | "
@@ -407,10 +419,12 @@ def write_results(res: dict[str, Any], out: Path) -> None:
     mem = m["memory"]
     lines += ["", "Memory: a fresh process reads and normalises the case, then computes the 3 maps once; resident "
               "memory is sampled every 5 ms while it does ('none' computes nothing: the sampler's own noise):", "",
-              "| engine | RSS before the maps (MiB) | peak RSS during the maps (MiB) | extra for the maps (MiB) | maps time (s) |",
+              "| engine | RSS before the maps (MiB) | peak RSS during the maps (MiB) | extra for the maps (MiB) "
+              "| maps time (s) |",
               "| --- | --- | --- | --- | --- |"]
     for k in ("none", "fast", "fastgeodis"):
-        lines.append(f"| {k} | {mem[k]['before_maps_mib']:.0f} | {mem[k]['peak_mib']:.0f} | {mem[k]['extra_mib']:.0f} | "
+        lines.append(f"| {k} | {mem[k]['before_maps_mib']:.0f} | {mem[k]['peak_mib']:.0f} | "
+                     f"{mem[k]['extra_mib']:.0f} | "
                      f"{mem[k]['seconds']:.2f} |")
     t = res.get("train")
     if t:
@@ -427,8 +441,11 @@ def write_results(res: dict[str, Any], out: Path) -> None:
                       f"{t['hard_again']['samples_per_s']:.2f} | {t['noise_hard_again_over_hard']:.3f} "
                       f"({_range(t, 'noise_hard_again_over_hard')}) |", "",
                       "The SiNGR step differs from the hard-label step only in its target (a SiNG map built "
-                      "inside the crop from the cached distances) and its loss; measured apart, those add about "
-                      "2 ms (data) and 1.5 ms (Focal-L1 forward and backward) to a step of about 600 ms. Each "
+                      "inside the crop from the cached distances) and its loss; measured apart in this run, a "
+                      f"sample takes {t['parts']['singr']['data_ms']:.1f} ms vs {t['parts']['hard']['data_ms']:.1f} ms "
+                      f"and the loss forward and backward {t['parts']['singr']['loss_ms']:.1f} ms (Focal-L1) vs "
+                      f"{t['parts']['hard']['loss_ms']:.1f} ms (Dice+BCE), in a step of "
+                      f"{t['step_ms']:.0f} ms. Each "
                       "round times one epoch of every setup back to back (order reversed every round); the ratio "
                       "is the median over rounds of the side-by-side ratios, and the identical second setup shows "
                       "how far two equal steps read apart on this shared 2-core machine."]
@@ -485,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "repeats": a.repeats,
                            "case": str(case),
                            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-                           "versions": f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+                           "versions": f"python {platform.python_version()}, numpy {np.__version__}, "
+                                       f"torch {torch.__version__}, "
                                        f"monai {monai.__version__}"}
     prev_p = out.with_suffix(".json") if out is not None else None
     prev = json.loads(prev_p.read_text()) if prev_p is not None and prev_p.exists() else {}

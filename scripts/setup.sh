@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install everything the project needs.
-# Idempotent: a second run only checks. Order matters (DESIGN.md 3):
+# Idempotent: a second run only checks. Order matters (docs/dependencies.md):
 #   1. torch first and explicit (the CPU build on this machine's disk; a plain `torch`
 #      requirement would pull a multi-GB CUDA build),
 #   2. FastGeodis from source against that torch (setuptools<82: its setup.py uses pkg_resources),

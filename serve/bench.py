@@ -59,7 +59,8 @@ def main() -> int:
         lat = sorted(t for ts in pool.map(client, range(a.clients)) for t in ts)
     wall = time.perf_counter() - t0
     p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
-    print(f"{len(lat)} requests ({a.clients} clients x {a.requests}), {a.case.name}: p50 {statistics.median(lat):.3f} s, "
+    print(f"{len(lat)} requests ({a.clients} clients x {a.requests}), {a.case.name}: "
+          f"p50 {statistics.median(lat):.3f} s, "
           f"p95 {p95:.3f} s, min {lat[0]:.3f} s, max {lat[-1]:.3f} s, {len(lat) / wall:.2f} req/s")
     return 0
 

@@ -1,16 +1,23 @@
-"""``singr serve``: start the endpoint in a Ray instance of its own and block until Ctrl-C.
+"""``singr serve``: start the endpoint in a Ray instance of its own and block until stopped.
 
-Defaults come from ``serve/config.yaml`` (or ``--config``); the command line overrides
-the model, host, port and the deployment's size.
+Defaults come from the shipped ``serve/config.yaml`` (or ``--config``); the command line
+overrides the model, host, port, API key and the deployment's size. Before Ray starts, the
+model source is checked (a missing file, or a registry whose store does not exist, is an
+error, exit 2). Once serving, if the model fails to load the command prints why and exits
+with code 2 instead of answering 503 forever. Ctrl-C and SIGTERM stop it cleanly (Serve,
+then Ray and every process it started).
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -19,7 +26,7 @@ from singr.errors import SingrInputError
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -42,28 +49,35 @@ def read_config(path: str | Path | None) -> tuple[dict, dict, dict]:
     return dict(cfg.get("http_options") or {}), dict(app.get("args") or {}), dep
 
 
+class _Stop(Exception):
+    """Raised by the SIGTERM / SIGINT handler: leave the serving loop and shut down."""
+
+
 def run(model: str | None = None, host: str | None = None, port: int | None = None, config: str | None = None,
         tracking_uri: str | None = None, replicas: int | None = None, max_ongoing_requests: int | None = None,
         num_gpus: float | None = None, num_cpus: float | None = None, address: str = "local",
-        wait_s: float | None = None) -> int:
+        api_key: str | None = None, wait_s: float | None = None) -> int:
     http, args, dep = read_config(config)
     host = host or http.get("host") or "127.0.0.1"
     port = int(port or http.get("port") or 8000)
-    if _is_loopback(host):
+    key = api_key or os.environ.get("SINGR_API_KEY") or args.get("api_key")
+    if not is_loopback(host) and not key:
+        raise SingrInputError(f"binding to {host} (not loopback) needs an API key: pass --api-key or set "
+                              "$SINGR_API_KEY (clients send it in the X-API-Key header)")
+    args["api_key"] = key or None
+    if is_loopback(host):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if model:
         args["model"] = model
-    from .model import parse_model_source
+    from tune.registry import resolve_tracking_uri
 
-    kind, where = parse_model_source(args.get("model"))
-    if kind == "checkpoint":
-        if not Path(where).is_file():
-            raise SingrInputError("checkpoint file not found", path=where)
-        args["model"] = str(Path(where).resolve())
-    else:
-        from singr.tracking_uri import resolve_tracking_uri
+    from .model import DEFAULT_MODEL, check_source
 
-        args["tracking_uri"] = resolve_tracking_uri(tracking_uri or args.get("tracking_uri"))
+    args["tracking_uri"] = resolve_tracking_uri(tracking_uri or args.get("tracking_uri"))
+    kind, where = check_source(args.get("model") or DEFAULT_MODEL, args["tracking_uri"])
+    args["model"] = where
+    if kind == "registry":
+        _check_registered(where, args["tracking_uri"])
     actor = dict(dep.get("ray_actor_options") or {})
     if num_gpus is not None:
         actor["num_gpus"] = num_gpus
@@ -75,58 +89,99 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
     if max_ongoing_requests is not None:
         dep["max_ongoing_requests"] = max_ongoing_requests
 
+    def _stop(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     import ray
     from ray import serve
 
     from .app import make_app
 
-    app = make_app(args, dep)
-
-    def _stop(signum, frame):  # SIGTERM (and SIGINT where a shell ignored it) stop cleanly
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _stop)
-    ray.init(address=address, include_dashboard=False)
+    code = 0
     try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
+            signal.signal(s, _stop)
         serve.start(http_options={**http, "host": host, "port": port})
-        serve.run(app, name="singr", route_prefix="/")
+        serve.run(make_app(args, dep), name="singr", route_prefix="/", blocking=False)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
-        print(f"[singr] serving on {base} (API docs {base}/docs); model {args['model']}; Ctrl-C to stop", flush=True)
-        ready = _wait_ready(base + "/v1/health", timeout=600)
-        print(f"[singr] {'model loaded, ready' if ready else 'model not ready: see ' + base + '/v1/health'}", flush=True)
-        t_end = None if wait_s is None else time.time() + wait_s
-        while t_end is None or time.time() < t_end:
-            time.sleep(1)
-    except KeyboardInterrupt:
+        print(f"[singr] serving on {base} (viewer {base}/, API docs {base}/docs); model {args['model']}; "
+              "Ctrl-C to stop", flush=True)
+        status, detail = _wait_ready(base + "/v1/health", timeout=600)
+        if status == "error":
+            print(f"[singr] error: the model failed to load: {detail}", flush=True)
+            code = 2
+        else:
+            state = "model loaded, ready" if status == "ready" else f"model not ready: see {base}/v1/health"
+            print(f"[singr] {state}",
+                  flush=True)
+            t_end = None if wait_s is None else time.time() + wait_s
+            while t_end is None or time.time() < t_end:
+                time.sleep(0.5)
+    except _Stop:
         print("[singr] stopping", flush=True)
     finally:
+        for s in (signal.SIGTERM, signal.SIGINT):  # a second signal must not interrupt the shutdown
+            signal.signal(s, signal.SIG_IGN)
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
         finally:
-            ray.shutdown()
-    return 0
+            for s, h in old.items():
+                signal.signal(s, h)
+    return code
 
 
-def _wait_ready(url: str, timeout: float) -> bool:
-    import json
+def _check_registered(uri: str, tracking_uri: str) -> None:
+    """The registry model exists (before any Ray starts): a clear error naming what is there."""
+    import re
 
+    from mlflow import MlflowClient
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?/?", uri)
+    if not m:
+        raise SingrInputError(f"cannot parse model URI {uri!r}; expected models:/<name>@<alias>")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, alias, version = m.groups()
+    try:
+        if alias:
+            client.get_model_version_by_alias(name, alias)
+        elif version:
+            client.get_model_version(name, version)
+        else:
+            client.get_registered_model(name)
+    except Exception as e:  # noqa: BLE001 - not found, or the store refuses
+        try:
+            names = sorted(rm.name for rm in client.search_registered_models(max_results=50))
+        except Exception:  # noqa: BLE001
+            names = []
+        raise SingrInputError(f"{uri} is not in the MLflow registry at {tracking_uri} "
+                              f"({str(e).splitlines()[0][:160]}); registered models: {', '.join(names) or 'none'}"
+                              ) from None
+
+
+def _wait_ready(url: str, timeout: float) -> tuple[str, str]:
+    """("ready" | "error" | "timeout", detail) from polling the health route."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=10) as r:
                 if r.status == 200:
-                    return True
+                    return "ready", ""
         except urllib.error.HTTPError as e:
             if e.code == 503:
                 try:
-                    if json.loads(e.read()).get("status") == "error":
-                        return False
+                    body = json.loads(e.read())
+                    if body.get("error") == "model failed to load":
+                        return "error", str(body.get("detail"))
                 except ValueError:
                     pass
         except OSError:
             pass
         time.sleep(0.5)
-    return False
+    return "timeout", ""

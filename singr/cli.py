@@ -1,16 +1,19 @@
-"""The ``singr`` command line: one subcommand per pipeline stage (nnU-Net style).
+"""The ``singr`` command: one subcommand per stage of the pipeline (nnU-Net style).
 
     singr synth       write a synthetic BraTS-like data set (BraTS 2020 layout)
     singr preprocess  read, check and normalise cases; fill the SiNG distance cache
-    singr train       train a model from a config (resumes from last.pt)
+    singr train       train a model from a config (resumes from last.safetensors; --fold k)
     singr evaluate    segment a split and write per-case metrics and a summary
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
-    singr serve       HTTP inference endpoint on Ray Serve (needs the `serve` extra; serve/)
-    singr report      comparison report (tables, charts, overlays) of a grid sweep, from MLflow
-    singr tune        hyperparameter sweep on Ray (needs the `tune` extra; same as python -m tune)
+    singr config      print the resolved config (--show) or its JSON Schema (--schema)
+    singr convert     rewrite a singr 0.1 checkpoint (.pt pickle) in the safe format
+    singr tune        hyperparameter sweep on Ray (the tune extra; same as python -m tune)
+    singr report      comparison report of a grid sweep, from MLflow (the tune extra)
+    singr serve       HTTP inference endpoint on Ray Serve (the serve extra)
 
-Every subcommand takes ``--config`` and trailing ``key=value`` overrides where relevant,
-and ``--help``. Bad input ends with one line naming the case/file/field and exit code 2.
+Every subcommand has --help; those that read a config take --config (a path, or the name
+of a shipped config such as synthetic.yaml) and trailing key=value overrides. Bad input
+ends with one line naming the case, file or key, and exit code 2.
 """
 from __future__ import annotations
 
@@ -18,175 +21,258 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import SingrInputError
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None = "synthetic.yaml") -> None:
     p.add_argument("--config", "-c", default=default,
-                   help=f"YAML config (a path, or a name under configs/; default {default})")
+                   help=f"YAML config: a path, or the name of a shipped config (default {default})")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides in dotted form, e.g. train.epochs=5 sing.lam=0.7")
 
 
-def _cfg(args: argparse.Namespace):
+def _cfg(args: argparse.Namespace) -> Any:
     from .config import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time mirroring over the 3 axes (default: the model's infer.tta)")
+    p.add_argument("--no-postprocess", action="store_true", help="ignore the model's post-processing rules")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a singr 0.1 checkpoint (.pt, a torch pickle that can run code when loaded)")
+
+
+def _load_model(source: Sequence[str], args: argparse.Namespace) -> Any:
+    """A Predictor from checkpoint files, a model folder, or an MLflow registry URI."""
+    from .engine.bundle import load_predictor
+
+    src = list(source)
+    if len(src) == 1 and (src[0].startswith("models:/") or ("@" in src[0] and not Path(src[0]).exists())):
+        try:
+            from tune.registry import download_model
+        except ImportError as e:
+            raise SingrInputError(f"a registry model needs MLflow (the tune extra: pip install 'singr[tune]'): "
+                                  f"{e}") from None
+        local, _ = download_model(src[0], getattr(args, "tracking_uri", None))
+        src = [str(local)]
+    return load_predictor(src[0] if len(src) == 1 else src, args.device, trust=args.trust_checkpoint,
+                          postprocess=not args.no_postprocess, tta=args.tta)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synth import synthesize_dataset
 
     cfg = _cfg(args)
-    s = cfg["synth"]
-    out = Path(args.out or cfg["data"]["root"])
-    n = args.n_cases or int(s["n_cases"])
-    shape = tuple(args.shape or s["shape"])
-    seed = int(s["seed"] if args.seed is None else args.seed)
+    s = cfg.synth
+    out = Path(args.out or cfg.data.root)
+    n = args.n_cases or int(s.n_cases)
+    shape = tuple(args.shape or s.shape)
+    seed = int(s.seed if args.seed is None else args.seed)
     paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet)
     print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}) in {out}")
     return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from .engine.data import discover, prepare, run_paths, split_cases
+    from .engine.pipeline import discover, prepare, run_paths, split_cases
 
     cfg = _cfg(args)
     paths = run_paths(cfg)
     cases = discover(cfg)
     split = split_cases(cfg, cases, paths)
-    lams = args.lam or [cfg["sing"]["lam"]]
+    lams = args.lam or [cfg.sing.lam]
     counts = prepare(cfg, cases, paths, lams=lams, progress=not args.quiet)
+    sizes = ", ".join(f"{k} {len(split[k])}" for k in ("train", "val", "test"))
     print(f"[singr] preprocessed {counts['cases']} cases into {paths.cache_dir} "
           f"(distance maps computed: {counts['maps_computed']}, from cache: {counts['maps_cached']}); "
-          f"split {', '.join(f'{k} {len(v)}' for k, v in split.items())} in {paths.split_file}")
+          f"split {sizes} in {paths.split_file}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.train import fit
+def fold_config(cfg: Any, fold: int | None) -> Any:
+    """The config of fold ``fold``: output in ``<output_dir>/fold_<k>``, the split file shared."""
+    if fold is None:
+        return cfg
+    from .config import with_values
+    from .engine.pipeline import run_paths
 
-    cfg = _cfg(args)
-    res = fit(cfg, progress=not args.quiet, resume=not args.no_resume)
-    print(f"[singr] best validation mean Dice {res['best_metric']:.4f} at epoch {res['best_epoch']}; "
-          f"checkpoint {res['best_checkpoint']}")
+    if not cfg.data.folds:
+        raise SingrInputError("--fold needs data.folds (the number of folds, e.g. data.folds=5)")
+    if not 0 <= fold < int(cfg.data.folds):
+        raise SingrInputError(f"--fold {fold} is out of range; data.folds = {cfg.data.folds} gives folds "
+                              f"0..{int(cfg.data.folds) - 1}")
+    split = run_paths(cfg).split_file
+    return with_values(cfg, {"output_dir": str(Path(cfg.output_dir) / f"fold_{fold}"), "data.split_file": str(split)})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.trainer import fit
+
+    cfg = fold_config(_cfg(args), args.fold)
+    res = fit(cfg, progress=not args.quiet, resume=not args.no_resume, fold=args.fold,
+              trust_checkpoint=args.trust_checkpoint)
+    print(f"[singr] best validation mean Dice {res.best_metric:.4f} at epoch {res.best_epoch}; "
+          f"checkpoint {res.best_checkpoint}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate
-    from .engine.data import run_paths
+    from .engine.pipeline import run_paths
+    from .engine.trainer import BEST
 
     cfg = _cfg(args) if args.config else None
-    ckpt = args.checkpoint
-    if ckpt is None:
+    model = args.model
+    if not model:
         if cfg is None:
-            raise SingrInputError("give --checkpoint or --config (whose output_dir holds checkpoints/best.pt)")
-        ckpt = str(run_paths(cfg).checkpoints / "best.pt")
-    res = evaluate(ckpt, cfg, split=args.split, out_dir=args.out, save_predictions=args.save_predictions,
-                   device=args.device, progress=not args.quiet, overlays=args.overlays)
+            raise SingrInputError("give --model (a checkpoint, model folder or registry URI) or --config "
+                                  f"(whose output_dir holds checkpoints/{BEST})")
+        model = [str(run_paths(fold_config(cfg, args.fold)).checkpoints / BEST)]
+    pred = _load_model(model, args)
+    if cfg is None:
+        cfg = pred.configs[0]
+    res = evaluate(pred, cfg, split=args.split, out_dir=args.out, save_predictions=args.save_predictions,
+                   progress=not args.quiet, overlays=args.overlays, fold=args.fold)
     s = res["summary"]
-    print(f"[singr] {res['n_cases']} {args.split} cases: mean Dice {s['Dice_mean']['mean']:.4f} "
-          f"± {s['Dice_mean']['se']:.4f}, HD95 {s['HD95_mean']['mean']:.2f} mm; results in {res['out_dir']}")
+    n = res["n_cases"]
+    se = f" ± {s['Dice_mean']['se']:.4f}" if n > 1 else ""
+    print(f"[singr] {n} {args.split} case{'s' if n != 1 else ''}: mean Dice {s['Dice_mean']['mean']:.4f}{se}, "
+          f"HD95 {s['HD95_mean']['mean']:.2f} mm; results in {res['out_dir']}")
     return 0
 
 
+def _output_path(out: Path, case_id: str) -> Path:
+    name = out.name.lower()
+    return out if name.endswith((".nii", ".nii.gz")) else out / f"{case_id}_seg.nii.gz"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
     from .data.readers import find_case_folder_files, load_case, load_case_from_files
-    from .engine.evaluate import Predictor
-    from .io import write_nifti
+    from .io import voxel_ml, write_nifti
 
     if bool(args.case) == bool(args.files):
         raise SingrInputError("give either --case DIR or --files MODALITY=PATH ... (one of them)")
+    t0 = time.time()
     if args.case:
         case = load_case(find_case_folder_files(Path(args.case)), check=True)
     else:
-        files = {}
+        files: Any = {}
         for item in args.files:
-            if "=" in item:
-                k, v = item.split("=", 1)
-                files[k] = Path(v)
-            else:
-                files = [Path(f) for f in args.files]  # type: ignore[assignment]
+            if "=" not in item:
+                files = [Path(f) for f in args.files]
                 break
+            k, v = item.split("=", 1)
+            files[k] = Path(v)
         case = load_case_from_files(files)
-    pred = Predictor(args.checkpoint, args.device)
-    p = pred.predict(case.image, args.label_convention, case=case.case_id)
-    out = Path(args.out)
-    if out.suffix not in (".gz", ".nii"):
-        out = out / f"{case.case_id}_seg.nii.gz"
+    print(f"[singr] read {case.case_id}: {len(case.modalities)} modalities, shape "
+          f"{'x'.join(map(str, case.image.shape[1:]))} ({time.time() - t0:.1f} s)", flush=True)
+    pred = _load_model(args.model, args)
+    conv = args.label_convention or case.label_convention
+    members = len(pred.members) * (8 if pred.settings.tta else 1)
+    print(f"[singr] segmenting with {len(pred.members)} model(s){' and mirroring' if pred.settings.tta else ''} "
+          f"({members} sliding-window pass{'es' if members > 1 else ''})", flush=True)
+    p = pred.predict(case.image, conv, case=case.case_id, progress=not args.quiet)
+    out = _output_path(Path(args.out), case.case_id)
     write_nifti(out, p.labels, case.affine, case.header)
-    msg = f"[singr] label map {out}"
+    et = {"brats2020": "ET = 4", "brats2023": "ET = 3", "binary": "one region"}.get(p.label_convention, "")
+    msg = f"[singr] label map {out} ({p.label_convention} labels: {et})"
     if args.signed:
-        import numpy as np
-
         sp = out.with_name(out.name.replace("_seg", "").replace(".nii.gz", "").replace(".nii", "") + "_signed.nii.gz")
         write_nifti(sp, np.moveaxis(p.signed, 0, -1), case.affine, case.header)
-        msg += f", signed maps {sp} (channels {', '.join(p.region_names)})"
+        msg += f"; signed maps {sp} (channels {', '.join(p.region_names)})"
     if args.png:
         from .viz import overlay_png
 
         png = out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".png")
         overlay_png(png, case.image, p.regions, p.region_names, p.signed, title=case.case_id)
-        msg += f", picture {png}"
-    vox_ml = float(abs(__import__("numpy").linalg.det(case.affine[:3, :3]))) / 1000.0
-    vols = {n: round(float(r.sum()) * vox_ml, 3) for n, r in zip(p.region_names, p.regions)}
-    print(msg + f"; volumes (ml): {json.dumps(vols)}")
+        msg += f"; picture {png}"
+    vox = voxel_ml(case.affine)
+    vols = {n: round(float(r.sum()) * vox, 3) for n, r in zip(p.region_names, p.regions)}
+    print(msg + f"; volumes (ml): {json.dumps(vols)}; {time.time() - t0:.1f} s")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import dump_config
+
+    if args.schema:
+        schema_cls: Any
+        try:  # the whole file, service sections included, when the tune package is there
+            from tune.config import ServiceConfig as schema_cls
+        except ImportError:
+            from .config import SingrConfig as schema_cls
+        text = json.dumps(schema_cls.model_json_schema(), indent=1)
+        if args.out:
+            from .io import write_text
+
+            write_text(args.out, text + "\n")
+            print(f"[singr] JSON Schema written to {args.out}")
+        else:
+            print(text)
+        return 0
+    cfg = _cfg(args)
+    print(dump_config(cfg), end="")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import load_checkpoint, save_checkpoint
+
+    if not args.trust_checkpoint:
+        raise SingrInputError("converting reads a torch pickle, which can run code: pass --trust-checkpoint to "
+                              "confirm that you made this file yourself", path=args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, trust=True)
+    ckpt.config = {k: v for k, v in ckpt.config.items() if not str(k).startswith("_")}
+    out = save_checkpoint(args.out, ckpt)
+    print(f"[singr] wrote {out} (safetensors)")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    # Ray lives in the optional `tune` package; import it here, never at module import time.
-    try:
+    try:  # Ray lives in the optional tune package: imported here, never at module import time
         from tune.cli import run
     except ImportError as e:
-        raise SingrInputError(f"`singr tune` needs the tune extra (pip install -e '.[tune]'): {e}") from e
-    return run(args.config, args.overrides, resume=not args.no_resume, progress=not args.quiet)
+        raise SingrInputError(f"`singr tune` needs the tune extra (pip install 'singr[tune]'): {e}") from None
+    return run(args.config, args.overrides, resume=not args.no_resume, progress=not args.quiet,
+               verbose=args.verbose)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    from .tracking_uri import resolve_tracking_uri, sqlite_path
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise SingrInputError(f"no MLflow store at {db}; pass --tracking-uri or run "
-                              "from the folder of the sweep's mlflow.db")
-    out = args.out or str(Path("reports") / (args.sweep or args.experiment))
-    res = write_report(uri, args.experiment, out, sweep=args.sweep, overlay_cases=args.overlay_cases,
-                       log_to_mlflow=not args.no_log, device=args.device)
-    h = res["summary"].get("headline") or {}
-    if h:
-        d, hd = h["paired_Dice_difference"], h["paired_HD95_difference"]
-
-        def pm(v: tuple, digits: int) -> str:
-            return f"{v[0]:+.{digits}f}" + (f" ± {v[1]:.{digits}f}" if v[2] > 1 else "")
-
-        print(f"[report] {h['highlight']} - {h['baseline']} over {d[2]} seeds: Dice {pm(d, 4)}, "
-              f"HD95 {pm(hd, 2)} mm")
-    for f in res["figures"]:
-        print(f"[report] figure: {f}")
-    return 0
+    try:
+        from tune.report import run_report
+    except ImportError as e:
+        raise SingrInputError(f"`singr report` reads MLflow and needs the tune extra "
+                              f"(pip install 'singr[tune]'): {e}") from None
+    return run_report(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from serve.launch import run  # lazily: Ray is imported only here
+        from serve.launch import run  # Ray is imported only here
     except ImportError as e:
-        raise SingrInputError(f"the HTTP endpoint needs the serve extras ({e}); "
-                              "install them with pip install -e '.[serve]'") from None
+        raise SingrInputError(f"the HTTP endpoint needs the serve extra (pip install 'singr[serve]'): {e}") from None
     return run(model=args.model, host=args.host, port=args.port, config=args.serve_config,
                tracking_uri=args.tracking_uri, replicas=args.replicas,
                max_ongoing_requests=args.max_ongoing_requests, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
-               address=args.address)
+               address=args.address, api_key=args.api_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="singr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="singr", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"singr {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write a synthetic BraTS-like data set", description=
@@ -208,10 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("train", help="train a model", description="Train with the config's loss, model and "
-                       "schedule; validates every train.val_every epochs; keeps best.pt and last.pt under "
-                       "<output_dir>/checkpoints and resumes from last.pt.")
+                       "schedule; validates every train.val_every epochs; keeps best.safetensors and last.safetensors "
+                       "under <output_dir>/checkpoints and resumes from last.safetensors.")
     _add_config(p)
-    p.add_argument("--no-resume", action="store_true", help="start from scratch even if last.pt exists")
+    p.add_argument("--fold", type=int, help="train fold K of data.folds (output in <output_dir>/fold_K)")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if a last checkpoint exists")
+    p.add_argument("--trust-checkpoint", action="store_true", help="resume from a singr 0.1 .pt checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -219,29 +307,56 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Segment the cases of a split and write metrics_<split>.csv and "
                        "summary_<split>.json/.md (default folder <output_dir>/eval).")
     _add_config(p, default=None)
-    p.add_argument("--checkpoint", help="checkpoint (default: <output_dir>/checkpoints/best.pt of --config)")
+    p.add_argument("--model", "--checkpoint", nargs="+", dest="model",
+                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias> "
+                   "(default: <output_dir>/checkpoints/best.safetensors of --config)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
+    p.add_argument("--fold", type=int, help="with data.folds: the fold whose split (and model) to use")
     p.add_argument("--out", help="output folder")
     p.add_argument("--save-predictions", action="store_true", help="also write each label map as NIfTI")
     p.add_argument("--overlays", type=int, default=3, help="overlay pictures of the first N cases (default 3)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--tracking-uri", help="MLflow store for a registry model (default $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///mlflow.db)")
+    _add_model_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment one case into a label-map NIfTI",
-                       description="Segment one case: a BraTS case folder (2020 or 2023 names) or modality "
-                       "files (flair=... t1=... t1ce=... t2=..., BraTS 2023 names too, or one 4-D NIfTI). "
-                       "Writes a label map in the input's geometry (affine and header kept).")
-    p.add_argument("--checkpoint", required=True, help="a singr checkpoint (best.pt)")
+                       description="Segment one case: a case folder (BraTS 2020 or 2023 names, or plain names "
+                       "t2f.nii.gz, t1n.nii.gz ...) or modality files (t2f=... t1n=... or flair=... t1=...; or one "
+                       "4-D NIfTI). Writes a label map in the input's geometry, in the input's label convention "
+                       "(BraTS 2023 files -> ET = 3) unless --label-convention says otherwise.")
+    p.add_argument("--model", "--checkpoint", nargs="+", dest="model", required=True,
+                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias>")
     p.add_argument("--case", help="case folder")
     p.add_argument("--files", nargs="+", metavar="MODALITY=PATH", help="modality files, or one 4-D NIfTI")
     p.add_argument("--out", required=True, help="output .nii.gz path, or a folder")
     p.add_argument("--signed", action="store_true", help="also write the predicted signed maps (4-D NIfTI)")
-    p.add_argument("--png", action="store_true", help="also write an overlay picture (slice through the tumour)")
+    p.add_argument("--png", action="store_true", help="also write an overlay picture (the slice with most tumour)")
     p.add_argument("--label-convention", choices=["brats2020", "brats2023", "binary"],
-                   help="labels to write (default: the training data's)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+                   help="labels to write (default: the input's naming; BraTS 2023 files get ET = 3)")
+    p.add_argument("--tracking-uri", help="MLflow store for a registry model")
+    _add_model_options(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("config", help="print the resolved config, or the JSON Schema of config files",
+                       description="--show (the default) prints the config after inheritance and overrides; "
+                       "--schema writes the JSON Schema of a config file (point your editor's YAML support at it).")
+    _add_config(p)
+    p.add_argument("--show", action="store_true", help="print the resolved config (the default)")
+    p.add_argument("--schema", action="store_true", help="print (or --out) the JSON Schema")
+    p.add_argument("--out", help="with --schema: write it to this file")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("convert", help="rewrite a singr 0.1 .pt checkpoint as safetensors",
+                       description="Read a checkpoint of singr 0.1 (a torch pickle; --trust-checkpoint confirms you "
+                       "made it) and write it in the safe format (safetensors, metadata as JSON).")
+    p.add_argument("checkpoint", help="the .pt file")
+    p.add_argument("out", help="the .safetensors file to write")
+    p.add_argument("--trust-checkpoint", action="store_true", help="confirm the .pt file is yours")
+    p.set_defaults(func=cmd_convert)
+
     p = sub.add_parser("tune", help="hyperparameter sweep on Ray (maps -> Tune/Optuna/ASHA -> MLflow)",
                        description="Same as `python -m tune`: SiNG maps for tune.lam_grid with Ray Data, an "
                        "Optuna + ASHA sweep of Ray Train trials, MLflow tracking, best model registered. "
@@ -249,12 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing sweep of the same name")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", "-v", action="store_true", help="Ray's own logs on the terminal too")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="Markdown report + figures of a comparison grid, from its MLflow runs",
-                       description="Read the newest grid sweep (tune.mode: grid, e.g. configs/ablation-synthetic.yaml) "
-                       "of an MLflow experiment and write report.md (Dice and HD95 per region, mean ± SE over seeds), "
-                       "bar charts and case overlays; the files are also logged to the sweep's MLflow run.")
+                       description="Read the newest grid sweep (tune.mode: grid) of an MLflow experiment and write "
+                       "report.md (Dice and HD95 per region, mean ± SE over seeds, paired differences with "
+                       "bootstrap intervals and Wilcoxon tests), charts and case overlays; also logged to MLflow.")
     p.add_argument("--experiment", "-e", required=True, help="MLflow experiment name (mlflow.experiment of the config)")
     p.add_argument("--sweep", help="sweep name (tune.name); default: the newest grid sweep of the experiment")
     p.add_argument("--tracking-uri", help="MLflow store; default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db")
@@ -266,19 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="start the HTTP inference endpoint (Ray Serve)",
-                       description="Start the HTTP endpoint (POST /v1/segment, GET /v1/health, GET /v1/model; "
-                       "API docs at /docs) in a Ray instance of its own; Ctrl-C stops it. Defaults come from "
-                       "serve/config.yaml.")
-    p.add_argument("--model", help="checkpoint path, or MLflow registry model models:/<name>@<alias> or "
-                   "<name>@<alias> (default: the config's, models:/singr@champion)")
+                       description="Start the HTTP endpoint (viewer at /, POST /v1/segment, GET /v1/health, "
+                       "GET /v1/model; API docs at /docs) in a Ray instance of its own; Ctrl-C or SIGTERM stops it. "
+                       "Defaults come from serve/config.yaml.")
+    p.add_argument("--model", help="checkpoint, model folder, or MLflow registry model models:/<name>@<alias> "
+                   "(default: the config's)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--config", dest="serve_config", help="Serve config file (default serve/config.yaml)")
+    p.add_argument("--config", dest="serve_config", help="Serve config file (default: the shipped serve/config.yaml)")
     p.add_argument("--replicas", type=int, help="number of replicas (default: the config's)")
     p.add_argument("--max-ongoing-requests", type=int, help="per replica (default: the config's)")
     p.add_argument("--num-gpus", type=float, help="GPUs per replica (default: the config's, 0)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica (default: the config's, 1)")
+    p.add_argument("--api-key", help="require this key in the X-API-Key header (default $SINGR_API_KEY; "
+                   "required when binding to a non-loopback address)")
     p.add_argument("--address", default="local",
                    help="Ray address: 'local' starts a Ray instance of its own (default); 'auto' joins a running one")
     p.set_defaults(func=cmd_serve)

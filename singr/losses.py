@@ -1,4 +1,4 @@
-"""Training losses (DESIGN.md 1.3).
+"""Training losses (docs/method.md 1.3).
 
 Every loss is a ``torch.nn.Module`` whose ``forward(logits, target)`` takes the network's
 RAW output ``logits`` of shape ``(B, R, ...)`` (one channel per region) and a target of the

@@ -1,4 +1,4 @@
-"""Segmentation metrics per region: Dice, IoU, HD95 in mm (DESIGN.md 1.4).
+"""Segmentation metrics per region: Dice, IoU, HD95 in mm (docs/method.md 1.4).
 
 Masks are 3-D numpy arrays (bool, or 0/1 numbers). Empty masks follow the BraTS convention:
 
@@ -52,10 +52,9 @@ def _check_masks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _check_spacing(spacing: Sequence[float] | float) -> tuple[float, float, float]:
-    if isinstance(spacing, numbers.Real):
-        spacing = (spacing,) * 3
+    seq: Sequence[float] = (float(spacing),) * 3 if isinstance(spacing, numbers.Real) else spacing  # type: ignore
     try:
-        values = tuple(float(s) for s in spacing)
+        values = tuple(float(s) for s in seq)
     except (TypeError, ValueError):
         raise ValueError(f"spacing must be 3 positive numbers (mm per voxel), got {spacing!r}") from None
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
@@ -192,7 +191,7 @@ def summarize(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float
             raise ValueError(f"summarize expects a list of dicts, got an item of type {type(row).__name__}")
         for key, v in row.items():
             if _is_number(v):
-                values.setdefault(key, []).append(float(v))
+                values.setdefault(key, []).append(float(v))  # type: ignore[arg-type]
     out: dict[str, dict[str, float | int]] = {}
     for key, vals in values.items():
         arr = np.asarray(vals, dtype=np.float64)

@@ -76,9 +76,9 @@ def build_model(
     raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
 
 
-def model_from_config(cfg: dict[str, Any], in_channels: int, out_channels: int) -> nn.Module:
-    m = cfg["model"]
-    return build_model(m["name"], in_channels, out_channels, patch_size=cfg["train"]["patch_size"],
-                       features=m["features"], dropout=m["dropout"], init_filters=m["init_filters"],
-                       feature_size=m["feature_size"], hidden_size=m["hidden_size"],
-                       unetr_feature_size=m["unetr_feature_size"])
+def model_from_config(cfg: Any, in_channels: int, out_channels: int) -> nn.Module:
+    """The network of ``cfg.model`` (a :class:`singr.config.SingrConfig`) for the given channels."""
+    m = cfg.model
+    return build_model(m.name, in_channels, out_channels, patch_size=cfg.train.patch_size, features=m.features,
+                       dropout=m.dropout, init_filters=m.init_filters, feature_size=m.feature_size,
+                       hidden_size=m.hidden_size, unetr_feature_size=m.unetr_feature_size)

@@ -6,11 +6,11 @@ cache root (``data.cache_dir``):
     <case_id>/image.npy     float32 (C, D, H, W), z-scored over brain voxels per channel
     <case_id>/regions.npy   uint8 (R, D, H, W), [TC, WT, ET] or [FG]
     <case_id>/meta.json     spacing, shape, convention, region names, source files' sizes/mtimes
-    <case_id>/<region>__lam..npz   unnormalised distances per lambda (singr.cache)
+    <case_id>/<region>__lam..npz   unnormalised distances per lambda (singr.sing.cache)
 
 Normalisation is MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``: the
 image given to the SiNG transform is the normalised one, so lambda means the same on every
-scan (DESIGN.md 1.1). Training then reads only these arrays (memory-mapped), and the
+scan. Training then reads only these arrays (memory-mapped), and the
 SiNG target for any delta is built from the cached distances at load time.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .cache import DistanceCache, SingSettings
 from .errors import SingrInputError
-from .io import atomic_path, write_json
+from .io import save_npy, write_json
 from .regions import labels_to_regions, region_names
+from .sing import DistanceCache, SingSettings
 
 PREP_VERSION = 1
 
@@ -66,11 +66,6 @@ def _source_stamp(case: Any) -> list[list[Any]]:
     return out
 
 
-def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
-
-
 def prepare_case(case: Any, cache_root: str | Path, spacing: Sequence[float] | None = None) -> PreparedCase:
     """Read, check and normalise one case (readers.CaseFiles), writing the arrays once.
 
@@ -94,15 +89,16 @@ def prepare_case(case: Any, cache_root: str | Path, spacing: Sequence[float] | N
     image = normalize_image(loaded.image)
     regions = labels_to_regions(loaded.label, loaded.label_convention) if loaded.label is not None else None
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_npy(root / "image.npy", image)
+    save_npy(root / "image.npy", image)
     if regions is not None:
-        _atomic_npy(root / "regions.npy", regions.astype(np.uint8))
+        save_npy(root / "regions.npy", regions.astype(np.uint8))
     names = region_names(loaded.label_convention)
     write_json(meta_p, {"version": PREP_VERSION, "case_id": case.case_id, "spacing": list(sp),
                           "shape": list(image.shape[1:]), "channels": int(image.shape[0]),
                           "modalities": list(loaded.modalities), "label_convention": loaded.label_convention,
                           "region_names": list(names), "has_label": regions is not None, "sources": stamp})
-    return PreparedCase(case.case_id, image, regions.astype(bool) if regions is not None else None, sp,
+    return PreparedCase(case.case_id, image, regions.astype(bool) if regions is not None else None,
+                        (sp[0], sp[1], sp[2]),
                         tuple(names), loaded.label_convention, tuple(loaded.modalities))
 
 
@@ -113,7 +109,7 @@ def load_prepared(cache_root: str | Path, case_id: str, mmap: bool = False) -> P
     except (OSError, ValueError) as e:
         raise SingrInputError("preprocessed case missing or unreadable; run preprocessing first",
                               case=case_id, path=root / "meta.json") from e
-    mode = "r" if mmap else None
+    mode: Any = "r" if mmap else None
     image = np.load(root / "image.npy", mmap_mode=mode)
     regions = np.load(root / "regions.npy", mmap_mode=mode).astype(bool) if meta["has_label"] else None
     return PreparedCase(case_id, image, regions, tuple(meta["spacing"]), tuple(meta["region_names"]),

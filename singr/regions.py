@@ -1,4 +1,4 @@
-"""Label conventions and the tumour regions derived from them (DESIGN.md 1.2).
+"""Label conventions and the tumour regions derived from them (docs/method.md 1.2).
 
 BraTS regions come in MONAI's order ``[TC, WT, ET]``:
 
@@ -45,9 +45,11 @@ def detect_convention(label_values: set[int] | np.ndarray) -> str | None:
     Returns "brats2023" when 3 occurs, "brats2020" when 4 occurs, None when neither does
     (either convention fits; callers fall back to the configured one). Both present: error.
     """
-    values = {int(v) for v in np.unique(np.asarray(list(label_values) if isinstance(label_values, set) else label_values))}
+    arr = np.asarray(list(label_values) if isinstance(label_values, set) else label_values)
+    values = {int(v) for v in np.unique(arr)}
     if 3 in values and 4 in values:
-        raise SingrInputError("label map holds both 3 and 4; expected BraTS 2020 labels {0,1,2,4} or BraTS 2023 labels {0,1,2,3}")
+        raise SingrInputError("label map holds both 3 and 4; expected BraTS 2020 labels {0,1,2,4} or "
+                              "BraTS 2023 labels {0,1,2,3}")
     if 3 in values:
         return "brats2023"
     if 4 in values:

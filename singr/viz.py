@@ -81,7 +81,7 @@ def overlay_png(path: str | Path, image: np.ndarray, pred_regions: np.ndarray, r
             r = list(region_names).index("WT") if "WT" in region_names else 0
             _draw_signed(fig, ax, sl(np.asarray(signed)[r]))
             continue
-        _draw_contours(ax, img, gt_regions if name == "ground truth" else pred_regions, region_names, sl)
+        _draw_contours(ax, img, np.asarray(gt_regions if name == "ground truth" else pred_regions), region_names, sl)
     fig.suptitle(f"{title}  (slice {k} along axis {axis})".strip(), fontsize=11)
     return _save_with_legend(fig, path, region_names, (0, 0.05, 1, 0.95), dpi=90)
 
@@ -105,7 +105,7 @@ def comparison_png(path: str | Path, rows: Sequence[dict], region_names: Sequenc
     for i, row in enumerate(rows):
         k = tumour_slice(row["gt"] if np.asarray(row["gt"]).any() else row["singr"], axis)
 
-        def sl(a: np.ndarray) -> np.ndarray:
+        def sl(a: np.ndarray, k: int = k) -> np.ndarray:
             return np.rot90(np.take(a, k, axis=axis))
 
         img = sl(np.asarray(row["image"])[0])

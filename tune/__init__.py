@@ -1,9 +1,10 @@
-"""SiNGR distributed tuning service on Ray (issue #3).
+"""The SiNGR tuning service on Ray: ``python -m tune`` (or ``singr tune``).
 
-Stages: Ray Data SiNG map cache (:mod:`tune.maps`) -> Ray Train per trial
-(:mod:`tune.trainer`) -> Ray Tune + Optuna + ASHA search (:mod:`tune.sweep`) -> MLflow
-tracking and model registry (:mod:`tune.tracking`). Entry point: ``python -m tune``.
-A comparison grid (``tune.mode: grid``, :mod:`singr.experiment`) replaces the search by
-Tune's grid over variants x seeds and ends with :mod:`singr.report`.
-``singr`` never imports this package at import time.
+Stages: SiNG map cache with Ray Data (:mod:`tune.maps`) -> one Ray Train run per trial
+(:mod:`tune.trainer`) -> Ray Tune + Optuna + ASHA search, or a comparison grid
+(:mod:`tune.search`, :mod:`tune.grid`) -> MLflow tracking (:mod:`tune.tracking`), the
+registry and its champion (:mod:`tune.publish`), and the comparison report
+(:mod:`tune.report`). :mod:`tune.sweep` runs them in order; :mod:`tune.session` owns the
+sweep's Ray; :mod:`tune.config` types the ``tune``, ``experiment`` and ``mlflow`` sections.
+The ``singr`` package never imports this one at import time.
 """

@@ -20,30 +20,34 @@ from .plan import SweepPlan
 class MapActor:
     """Ray Data callable class: one per actor; computes the maps of a batch of cases."""
 
-    def __init__(self, cfg: dict[str, Any], lams: list[float], threads: int):
+    def __init__(self, cfg: Any, lams: list[float], threads: int):
         import torch
 
-        from singr.engine.data import discover
-        from singr.sing import resolve_device
+        from singr.device import resolve_device
+        from singr.engine.pipeline import discover
 
         torch.set_num_threads(max(1, int(threads)))
         self.cfg = cfg
         self.lams = lams
         self.by_id = {c.case_id: c for c in discover(cfg)}
         self.regression = bool(lams)  # no lambdas: hard-label runs only, no maps (cases still prepared)
-        self.device = resolve_device(cfg["sing"]["device"])
+        self.device = resolve_device(cfg.sing.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from singr.cache import DistanceCache
-        from singr.engine.data import sing_settings
-        from singr.preprocess import prepare_case
+        import ray
 
-        root = self.cfg["data"]["cache_dir"]
-        out: dict[str, list[Any]] = {"case_id": [], "computed": [], "cached": []}
+        from singr.engine.pipeline import sing_settings
+        from singr.preprocess import prepare_case
+        from singr.sing import DistanceCache
+
+        root = self.cfg.data.cache_dir
+        node = ray.get_runtime_context().get_node_id()
+        spacing = tuple(self.cfg.data.spacing) if self.cfg.data.spacing else None
+        out: dict[str, list[Any]] = {"case_id": [], "computed": [], "cached": [], "node": []}
         for cid in batch["case_id"]:
             cid = str(cid)
             cache = DistanceCache(root)
-            prep = prepare_case(self.by_id[cid], root, self.cfg["data"]["spacing"])
+            prep = prepare_case(self.by_id[cid], root, spacing)
             if self.regression and prep.regions is not None:
                 for lam in self.lams:
                     s = sing_settings(self.cfg, lam)
@@ -52,21 +56,22 @@ class MapActor:
             out["case_id"].append(cid)
             out["computed"].append(cache.misses)
             out["cached"].append(cache.hits)
+            out["node"].append(node)
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def map_pool(cfg: dict[str, Any], resources: dict[str, float], n_cases: int) -> tuple[int, dict[str, float]]:
+def map_pool(cfg: Any, resources: dict[str, float], n_cases: int) -> tuple[int, dict[str, float]]:
     """(pool size, per-actor resources): a GPU share per actor where GPUs exist, CPUs otherwise."""
-    t = cfg["tune"]
+    t = cfg.tune
     gpus = float(resources.get("GPU", 0.0))
     cpus = float(resources.get("CPU", 1.0))
-    per = {"num_cpus": float(t["map_cpus"])}
-    if gpus > 0 and float(t["map_gpus"]) > 0:
-        per["num_gpus"] = float(t["map_gpus"])
+    per = {"num_cpus": float(t.map_cpus)}
+    if gpus > 0 and float(t.map_gpus) > 0:
+        per["num_gpus"] = float(t.map_gpus)
         fit = int(gpus / per["num_gpus"] + 1e-9)
     else:
         fit = int(cpus / per["num_cpus"] + 1e-9)
-    size = int(t["map_actors"]) if t.get("map_actors") else max(1, fit)
+    size = int(t.map_actors) if t.map_actors else max(1, fit)
     return max(1, min(size, n_cases)), per
 
 
@@ -76,12 +81,19 @@ def compute_maps(plan: SweepPlan, case_ids: list[str], progress: bool = True) ->
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(progress)
-    size, per = map_pool(plan.cfg, ray.cluster_resources(), len(case_ids))
+    size, per_actor = map_pool(plan.cfg, ray.cluster_resources(), len(case_ids))
+    per: dict[str, Any] = dict(per_actor)
     threads = max(1, int(per["num_cpus"]))
-    ds = ray.data.from_items([{"case_id": c} for c in case_ids], override_num_blocks=len(case_ids))
-    ds = ds.map_batches(MapActor, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
-                        fn_constructor_kwargs={"cfg": plan.cfg, "lams": plan.lam_grid, "threads": threads},
-                        **per)
+    items = ray.data.from_items([{"case_id": c} for c in case_ids], override_num_blocks=len(case_ids))
+    ds: Any = items.map_batches(MapActor, batch_size=1,  # type: ignore[call-overload]
+                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+                                fn_constructor_kwargs={"cfg": plan.cfg, "lams": plan.lam_grid, "threads": threads},
+                                **per)
     rows = ds.take_all()
-    return {"cases": len(rows), "maps_computed": int(sum(int(r["computed"]) for r in rows)),
-            "maps_cached": int(sum(int(r["cached"]) for r in rows)), "actors": size}
+    nodes: dict[str, list[str]] = {}
+    for r in rows:
+        nodes.setdefault(str(r["node"]), []).append(str(r["case_id"]))
+    out: dict[str, Any] = {"cases": len(rows), "maps_computed": int(sum(int(r["computed"]) for r in rows)),
+                           "maps_cached": int(sum(int(r["cached"]) for r in rows)), "actors": size,
+                           "nodes": nodes}
+    return out

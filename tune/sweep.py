@@ -1,212 +1,209 @@
-"""Stage 3: the search. Ray Tune + OptunaSearch (seeded TPE) + ASHA on val_Dice_mean.
+"""The sweep from start to end, on the Ray the session started or joined.
 
-A trial is :func:`tune.trainer.run_trial` with a tiny CPU share ({"cpu": 0.01}); its Train
-workers hold the real CPUs/GPUs. The number of concurrent trials is ``tune.max_concurrent``
-or what the cluster fits. The sweep lives in ``<storage_path>/<name>``; running the same
-command again restores an interrupted sweep (``Tuner.restore``): finished trials are kept,
-unfinished and errored ones resume from their latest Train checkpoint.
+1. SiNG maps for every lambda (Ray Data, :mod:`tune.maps`); a case that fails its checks
+   stops the sweep here with one line naming it;
+2. the MLflow parent run (:mod:`tune.tracking`);
+3. the search or the grid (:mod:`tune.search`), one MLflow child run per trial;
+4. the results (:mod:`tune.results`): ``trials.csv``, ``sweep.png``, ``summary.json``;
+5. a search registers its best model (:mod:`tune.publish`); a grid writes its report.
 """
 from __future__ import annotations
 
-import csv
-import math
+import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
+from singr.errors import SingrInputError
+from singr.io import write_json
 
-from singr.experiment import expand_variants, is_grid
+from .grid import is_grid
+from .plan import METRIC, SweepPlan, search_params
 
-from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, search_params
-
-
-def concurrency(cfg: dict[str, Any], resources: dict[str, float], scale: tuple[int, float, float],
-                n_trials: int) -> int:
-    """tune.max_concurrent, else as many trials as the cluster fits, at most ``n_trials``."""
-    t = cfg["tune"]
-    if t.get("max_concurrent"):
-        return int(t["max_concurrent"])
-    n, cpw, gpw = scale
-    fit = int(float(resources.get("CPU", 1.0)) / max(n * cpw, 1e-9) + 1e-9)
-    if gpw > 0:
-        fit = min(fit, int(float(resources.get("GPU", 0.0)) / (n * gpw) + 1e-9))
-    return max(1, min(fit, int(n_trials)))
+PLAN_FILE = "sweep.json"
 
 
-def grid_space(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Every variant x seed of ``cfg["experiment"]`` (Tune's grid search, one trial each)."""
-    from ray import tune
-
-    return {"variant": tune.grid_search([v.name for v in expand_variants(cfg)]),
-            "seed": tune.grid_search([int(s) for s in cfg["experiment"]["seeds"]])}
-
-
-def search_space(cfg: dict[str, Any]) -> dict[str, Any]:
-    from ray import tune
-
-    t = cfg["tune"]
-    space: dict[str, Any] = {"lam": tune.choice([float(v) for v in t["lam_grid"]]),
-                             "delta": tune.uniform(*map(float, t["delta"])),
-                             "gamma": tune.uniform(*map(float, t["gamma"]))}
-    if t.get("lr"):
-        space["lr"] = tune.loguniform(*map(float, t["lr"]))
-    if t.get("models"):
-        space["model"] = tune.choice(list(t["models"]))
-    return space
+def check_budget(plan: SweepPlan, resume: bool) -> None:
+    """A sweep keeps the number of trials it was started with: restoring it with another
+    budget would leave it unfinishable. Say so before any work (pick another tune.name)."""
+    f = plan.sweep_dir / PLAN_FILE
+    if f.exists() and resume:
+        saved = json.loads(f.read_text())
+        if int(saved.get("n_trials", plan.n_trials)) != plan.n_trials:
+            raise SingrInputError(
+                f"the sweep {plan.name!r} was started with {saved['n_trials']} trials; this command asks for "
+                f"{plan.n_trials}. A sweep's budget cannot change: pick a new tune.name (e.g. "
+                f"tune.name={plan.name}-{plan.n_trials}) for a new sweep, or rerun with the old budget to resume "
+                "or reprint it", path=plan.sweep_dir)
+    else:
+        write_json(f, {"n_trials": plan.n_trials, "name": plan.name, "mode": plan.cfg.tune.mode})
 
 
-class Announcer(Callback):
-    """Prints one line per finished trial (tests and users watch for it)."""
+def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, progress: bool, t0: float) -> int:
+    """Stages 1-5 (see the module docstring); returns the exit code."""
+    import ray
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        r = trial.last_result or {}
-        print(f"[tune] trial {trial.trial_id} finished: epochs {r.get('epoch')}, "
-              f"{METRIC} {r.get(METRIC)}", flush=True)
+    from .maps import compute_maps
+    from .search import Progress, concurrency, run_search
+    from .tracking import TrialRuns, parent_run
+    from .trainer import scaling
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        print(f"[tune] trial {trial.trial_id} failed", flush=True)
-
-
-def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
-    from ray import tune
-
-    from .trainer import run_trial
-
-    fn = tune.with_parameters(run_trial, base_cfg=plan.cfg, trials_dir=str(plan.trials_dir),
-                              train_storage=str(plan.sweep_dir / "train_runs"), scale=scale)
-    return tune.with_resources(fn, {"cpu": 0.01})
-
-
-def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
-               callbacks: list[Any], resume: bool = True) -> tuple[Any, bool]:
-    """Fit (or restore and finish) the sweep; returns (ResultGrid, restored)."""
-    import optuna
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    trainable = make_trainable(plan, scale)
-    if resume and tune.Tuner.can_restore(str(plan.sweep_dir)):
-        tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
-        return tuner.fit(), True
-    t = plan.cfg["tune"]
-    run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path),
-                                callbacks=[*callbacks, Announcer()], verbose=1)
-    if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
-        tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),
-                           run_config=run_config)
-        return tuner.fit(), False
-    searcher = OptunaSearch(metric=METRIC, mode=MODE,
-                            sampler=optuna.samplers.TPESampler(seed=int(t["seed"])))
-    epochs = int(plan.cfg["train"]["epochs"])
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=epochs,
-                              grace_period=min(int(t["asha"]["grace_period"]), epochs),
-                              reduction_factor=float(t["asha"]["reduction_factor"]))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=search_space(plan.cfg),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t["num_samples"]),
-                                    max_concurrent_trials=int(max_concurrent)),
-        run_config=run_config,
-    )
-    return tuner.fit(), False
+    check_budget(plan, resume)
+    cfg = plan.cfg
+    resources = ray.cluster_resources()
+    shown = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
+    print(f"[tune] sweep {plan.name!r} in {plan.sweep_dir}; cluster {json.dumps(shown)}", flush=True)
+    ids = list(split["train"]) + list(split["val"])
+    tm = time.time()
+    maps: dict[str, Any] = compute_maps(plan, ids, progress=progress)
+    print(f"[tune] SiNG maps for lambda in {plan.lam_grid} over {maps['cases']} cases ({maps['actors']} actors on "
+          f"{len(maps['nodes'])} node(s), {time.time() - tm:.1f} s): computed {maps['maps_computed']}, "
+          f"from cache {maps['maps_cached']}", flush=True)
+    parent = parent_run(plan)
+    scale = scaling(cfg, resources)
+    conc = concurrency(cfg, resources, scale, plan.n_trials)
+    kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
+    print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {scale[0]} Train worker(s) x "
+          f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
+    runs = TrialRuns(plan, parent)
+    bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs))
+    grid, restored = run_search(plan, scale, conc, [runs, bar], resume=resume)
+    return finish(plan, grid, restored, maps, parent, runs, t0)
 
 
-def interrupted(grid: Any, num_samples: int) -> bool:
-    """True when the sweep stopped (e.g. SIGINT) before all trials were created and ended."""
-    return len(grid) < num_samples or grid.num_terminated + grid.num_errors < len(grid)
+def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], parent: str, runs: Any,
+           t0: float) -> int:
+    """Results files, then registration (search) or the report (grid)."""
+    from .results import format_table, interrupted, trial_rows, write_csv, write_plot
+
+    cfg = plan.cfg
+    params = search_params(cfg)
+    rows = trial_rows(grid, plan)
+    summary: dict[str, Any] = {"sweep": plan.name, "sweep_dir": str(plan.sweep_dir), "restored": restored,
+                               "maps_computed": maps["maps_computed"], "maps_cached": maps["maps_cached"],
+                               "map_nodes": {k: len(v) for k, v in maps["nodes"].items()},
+                               "n_trials": len(rows), "n_stopped_early": sum(r["stopped_early"] for r in rows),
+                               "n_errors": sum(r["error"] for r in rows), "tracking_uri": plan.tracking_uri,
+                               "parent_run_id": parent, "mlflow_not_logged": runs.failures,
+                               "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
+    summary_p = plan.results_dir / "summary.json"
+    if interrupted(grid, plan.n_trials):
+        summary["interrupted"] = True
+        write_json(summary_p, summary, indent=1, default=str)
+        print(f"[tune] sweep interrupted; run the same command again to resume it from {plan.sweep_dir}",
+              flush=True)
+        return 130
+    csv_p = write_csv(rows, plan.results_dir / "trials.csv")
+    png_p = write_plot(rows, params, plan.results_dir / "sweep.png")
+    ok = [r for r in rows if not r["error"] and r["checkpoint_path"]]
+    if not ok:
+        _close(plan, parent, "FAILED", summary, [csv_p], runs)
+        raise SingrInputError("no trial finished with a checkpoint; see the trial errors above", path=plan.sweep_dir)
+    if is_grid(cfg):
+        return _finish_grid(plan, parent, rows, summary, [csv_p, png_p], maps, runs, t0)
+    best = ok[0]
+    model_dir = _best_model(plan, best)
+    reg = _register(plan, parent, best, model_dir, runs)
+    summary.update({"best": {k: v for k, v in best.items() if k != "history"},
+                    "best_model": str(model_dir), "best_val_Dice_mean": best["val_Dice_best"], "registered": reg,
+                    "csv": str(csv_p), "plot": str(png_p), "wall_seconds": round(time.time() - t0, 1),
+                    "mlflow_not_logged": runs.failures})
+    write_json(summary_p, summary, indent=1, default=str)
+    _close(plan, parent, "FINISHED", summary, [csv_p, png_p, summary_p], runs)
+
+    bp = ", ".join(f"{p}={best[p]:.4g}" if isinstance(best[p], float) else f"{p}={best[p]}" for p in params)
+    print("\n[tune] trials (best first):\n" + format_table(rows, params))
+    print(f"\n[tune] best: {bp}; val Dice {best['val_Dice_best']:.4f} (trial {best['trial_id']}, "
+          f"{best['epochs_run']} epochs)")
+    print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
+    if reg:
+        moved = "now @" + reg["alias"] if reg["promoted"] else f"@{reg['alias']} not moved"
+        print(f"[tune] registered {reg['name']} version {reg['version']} ({moved}: {reg['why']})")
+    print(f"[tune] best model: {model_dir}")
+    print(f"[tune] results: {csv_p}, {png_p}; Ray experiment: {plan.sweep_dir}")
+    if runs.failures:
+        print(f"[tune] MLflow: {len(runs.failures)} item(s) not logged (listed in {summary_p}); the sweep's own "
+              "results above are complete", flush=True)
+    print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
+    print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
+    return 0
 
 
-def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
-    """One row per trial: params, best/last Dice, epochs run, stopped early, checkpoint."""
-    epochs = int(plan.cfg["train"]["epochs"])
-    prefix = f"{plan.cfg['experiment']['eval_split']}_" if is_grid(plan.cfg) else "\0"  # a grid's evaluation metrics
-    rows = []
-    for res in grid:
-        m = res.metrics or {}
-        df = res.metrics_dataframe
-        hist, ckpt = [], m.get("checkpoint_path")
-        if df is not None and len(df) and METRIC in df:  # (a grid's final test report has no val metric)
-            hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC]) if v == v}.items())
-        if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
-            ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
-        best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
-        ran = int(m.get(TIME_ATTR) or 0)
-        cfg = res.config or {}
-        row = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in search_params(plan.cfg)},
-               "val_Dice_best": best, "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
-               "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
-               "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
-               "checkpoint_path": ckpt, "history": hist,
-               **{k: float(v) for k, v in m.items() if k.startswith(prefix) and isinstance(v, (int, float))}}
-        rows.append(row)
-    rows.sort(key=lambda r: -(r["val_Dice_best"] if math.isfinite(r["val_Dice_best"]) else -1e9))
-    return rows
+def _close(plan: SweepPlan, parent: str, status: str, summary: dict[str, Any], files: list[Path], runs: Any) -> None:
+    from .tracking import close_parent
+
+    runs._safe("the sweep's parent run", lambda: close_parent(plan, parent, status, summary, files))
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r if k != "history")) or ["trial_id"]  # union: rows differ
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in keys})
-    return path
+def _best_model(plan: SweepPlan, best: dict[str, Any]) -> Path:
+    """The best trial's best checkpoint as a model folder in ``results/best_model``."""
+    import ray
+
+    from singr.engine.bundle import write_bundle
+    from singr.engine.trainer import BEST, LAST
+
+    out = plan.results_dir / "best_model"
+    with ray.train.Checkpoint(best["checkpoint_path"]).as_directory() as d:
+        src = Path(d) / BEST
+        if not src.exists():
+            src = Path(d) / LAST
+        tmp = plan.results_dir / f".tmp-best-{best['trial_id']}.safetensors"
+        shutil.copy2(src, tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    write_bundle(out, [tmp], names=[BEST], info={"sweep": plan.name, "trial_id": best["trial_id"],
+                                                   **{p: best.get(p) for p in search_params(plan.cfg)}})
+    tmp.unlink(missing_ok=True)
+    return out
 
 
-def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Path:
-    import matplotlib
+def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any) -> dict[str, Any] | None:
+    from .publish import register, split_digest
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    numeric = [p for p in params if p not in ("model", "variant", "seed")]
-    fig, axes = plt.subplots(1, len(numeric) + 1, figsize=(4.2 * (len(numeric) + 1), 3.6), squeeze=False)
-    axes = axes[0]
-    for ax, p in zip(axes, numeric):
-        xs = [r[p] for r in rows if r[p] is not None]
-        ys = [r["val_Dice_best"] for r in rows if r[p] is not None]
-        cs = ["tab:red" if r["stopped_early"] else "tab:blue" for r in rows if r[p] is not None]
-        ax.scatter(xs, ys, c=cs)
-        ax.set_xlabel(p)
-        ax.set_ylabel("best val Dice (mean)")
-        if p == "lr":
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-    ax = axes[-1]
-    for r in rows:
-        if r["history"]:
-            e, v = zip(*r["history"])
-            ax.plot(e, v, marker=".", ls="--" if r["stopped_early"] else "-",
-                    label=(f"{r['variant']} s{r['seed']}" if "variant" in r else f"{r['trial_id'][-5:]} λ={r.get('lam')}"))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val Dice (mean)")
-    ax.set_title("per trial (dashed: stopped by ASHA)", fontsize=9)
-    if len(rows) <= 12:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.suptitle("SiNGR sweep (red: stopped early)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    cfg = plan.cfg
+    split = json.loads(plan.split_file.read_text())
+    tags = {"lam": best.get("lam"), "delta": best.get("delta"), "gamma": best.get("gamma"),
+            "model": best.get("model") or cfg.model.name, METRIC: round(best["val_Dice_best"], 6),
+            "trial_id": best["trial_id"], "sweep": plan.name}
+    if "lr" in best:
+        tags["lr"] = best["lr"]
+    return runs._safe("the model registration", lambda: register(
+        plan, parent, model_dir, tags, float(best["val_Dice_best"]), split_digest(split),
+        rule=cfg.mlflow.promote))
 
 
-def format_table(rows: list[dict[str, Any]], params: list[str]) -> str:
-    head = ["trial", *params, "Dice(best)", "epochs", "stopped early"]
-    lines = []
-    for r in rows:
-        vals = [str(r["trial_id"])]
-        for p in params:
-            v = r.get(p)
-            vals.append(f"{v:.4g}" if isinstance(v, float) else str(v))
-        vals += [f"{r['val_Dice_best']:.4f}", str(r["epochs_run"]),
-                 "error" if r["error"] else ("yes" if r["stopped_early"] else "no")]
-        lines.append(vals)
-    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head)] + [fmt.format(*l) for l in lines])
+def _finish_grid(plan: SweepPlan, parent: str, rows: list[dict[str, Any]], summary: dict[str, Any],
+                 files: list[Path], maps: dict[str, Any], runs: Any, t0: float) -> int:
+    """A comparison grid ends with its report (``singr report``), not a registered model."""
+    from .report import write_report
+
+    assert plan.cfg.experiment is not None
+    split = plan.cfg.experiment.eval_split
+    summary.update({"mode": "grid", "wall_seconds": round(time.time() - t0, 1)})
+    summary_p = write_json(plan.results_dir / "summary.json", summary, indent=1, default=str)
+    _close(plan, parent, "FINISHED", summary, [*files, summary_p], runs)
+    print("\n[tune] grid runs:\n" + format_rows(rows, split))
+    print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
+    again = (f"singr report --experiment {plan.cfg.mlflow.experiment} --sweep {plan.name} "
+             f"--tracking-uri {plan.tracking_uri}")
+    try:
+        rep = write_report(plan.tracking_uri, plan.cfg.mlflow.experiment, plan.results_dir / "report",
+                           sweep=plan.name)
+        print(f"[tune] report: {rep['markdown']} (also in MLflow run {parent}, artifacts report/); "
+              f"again, elsewhere: {again} --out DIR")
+    except Exception as e:  # noqa: BLE001 - the grid itself finished; the report can be rerun
+        print(f"[tune] the grid finished but its report failed ({type(e).__name__}: {e}); rerun: {again}",
+              flush=True)
+    print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
+    print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+def format_rows(rows: list[dict[str, Any]], split: str) -> str:
+    lines = [f"{'variant':<22} {'seed':>4} {'val Dice':>9} {split + ' Dice':>10} {split + ' HD95':>10}"]
+    for r in sorted(rows, key=lambda r: (str(r.get("variant")), r.get("seed") or 0)):
+        lines.append(f"{str(r.get('variant')):<22} {r.get('seed')!s:>4} {r['val_Dice_best']:>9.4f} "
+                     f"{r.get(f'{split}_Dice_mean', float('nan')):>10.4f} "
+                     f"{r.get(f'{split}_HD95_mean', float('nan')):>10.2f}")
+    return "\n".join(lines)

@@ -1,173 +1,251 @@
-"""Stage 4: MLflow tracking and model registry.
+"""Stage 4: MLflow tracking and the model registry.
 
-* A parent run per sweep (created by the driver; its id is kept in
-  ``<sweep_dir>/mlflow_parent.json`` so a restored sweep logs into the same parent).
-* One child run per trial, from Ray's ``MLflowLoggerCallback`` on the Tuner's RunConfig,
-  subclassed to (a) tag each child with ``mlflow.parentRunId`` (how MLflow nests runs),
-  (b) log the trial's full singr config as ``config.yaml``, (c) use the epoch as the step.
-  The callback runs in the Tune driver, so one process writes the store (safe for sqlite).
-* The best trial's ``best.pt`` logged as an MLflow pyfunc model (artifact ``checkpoint``)
-  and registered under ``mlflow.registered_model`` with the alias ``mlflow.alias`` and the
-  version tags lam, delta, gamma, model, val_Dice_mean.
-* A comparison grid (``tune.mode: grid``) registers nothing: its child runs carry the
-  tags ``variant`` and ``seed``, the metrics ``<eval_split>_*`` and the artifacts
-  ``eval/`` and ``checkpoint/best.pt``, which ``singr report`` reads.
+* A parent run per sweep, created by the driver; its id is kept in
+  ``<sweep_dir>/mlflow_parent.json`` so that a restored sweep logs into the same parent.
+* One child run per trial (:class:`TrialRuns`): the trial's whole resolved config as
+  params, its ``config.yaml``, the validation curves (Dice, IoU, HD95 per region and mean)
+  and the training loss as metrics with the epoch as step, nothing of Ray's bookkeeping;
+  tags ``trial_id``, ``worker_nodes`` (where its Train workers ran) and, in a grid,
+  ``variant`` / ``seed``. A trial that is restarted (a restored sweep, a lost node) logs
+  into its existing child run: one child per trial, never two.
+
+  Ray's ``MLflowLoggerCallback`` is not used: it cannot nest runs under a parent, logs every
+  result key (``config/*``, ``pid``, ``timestamp``, ``done``) as metrics, opens a second run
+  for a restored trial and keeps its run table private. This callback runs in the Tune
+  driver, so one process writes the store (safe for sqlite), and an MLflow call that fails
+  (the server went away) is recorded and skipped: the sweep goes on and its own results
+  (trials.csv, best checkpoint) say what was not logged.
+* The experiment is tagged as an ML (not GenAI) experiment so the MLflow UI opens it in the
+  model-training view.
 """
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune import Callback
 
 from singr.config import dump_config
-from singr.experiment import expand_variants, is_grid
 
+from .grid import expand_variants, is_grid
 from .plan import SweepPlan, trial_config
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+ML_EXPERIMENT = "custom_model_development"
+# what a child run keeps of a trial's results: the curves, nothing of Ray's bookkeeping
+METRIC_PREFIXES = ("val_", "train_loss", "epoch_seconds", "best_val_")
 
-def _client(uri: str):
+
+def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """The experiment id; a new experiment next to an sqlite store keeps its artifacts beside it."""
-    client = _client(uri)
+    """The experiment id (created when missing: artifacts beside an sqlite store, or proxied
+    by a tracking server); tagged as an ML experiment."""
+    client = client_for(uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    loc = None
-    if uri.startswith("sqlite:///"):
-        loc = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=loc)
+    if exp is None:
+        loc = None
+        if uri.startswith("sqlite:///"):
+            loc = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        exp_id = client.create_experiment(name, artifact_location=loc)
+    else:
+        exp_id = exp.experiment_id
+    if exp is None or (exp.tags or {}).get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT:
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT)
+    return exp_id
+
+
+def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested config as MLflow params: dotted keys, values as short strings."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_params(v, key + "."))
+        else:
+            text = json.dumps(v) if isinstance(v, (list, tuple)) or v is None else str(v)
+            out[key] = text[:500]
+    return out
 
 
 def parent_run(plan: SweepPlan) -> str:
     """Create (or, for a restored sweep, reopen) the sweep's parent run; returns its id."""
     uri, cfg = plan.tracking_uri, plan.cfg
-    client = _client(uri)
-    exp_id = ensure_experiment(uri, cfg["mlflow"]["experiment"])
+    client = client_for(uri)
+    exp_id = ensure_experiment(uri, cfg.mlflow.experiment)
     marker = plan.sweep_dir / "mlflow_parent.json"
     if marker.exists():
-        info = json.loads(marker.read_text())
         try:
+            info = json.loads(marker.read_text())
             run = client.get_run(info["run_id"])
             if run.info.experiment_id == exp_id:
                 client.update_run(run.info.run_id, status="RUNNING")
                 return run.info.run_id
-        except Exception:
+        except Exception:  # noqa: BLE001 - a stale marker: start a new parent
             pass
     grid = is_grid(cfg)
     run = client.create_run(exp_id, run_name=plan.name, tags={"sweep": plan.name, "singr.role": "sweep",
                                                                "singr.mode": "grid" if grid else "search"})
     rid = run.info.run_id
-    t = cfg["tune"]
+    t = cfg.tune
+    params: dict[str, str] = {}
     if grid:
-        client.log_param(rid, "grid.variants", json.dumps([v.name for v in expand_variants(cfg)]))
-        client.log_param(rid, "grid.seeds", json.dumps(cfg["experiment"]["seeds"]))
-        client.log_param(rid, "grid.eval_split", cfg["experiment"]["eval_split"])
+        assert cfg.experiment is not None
+        params = {"grid.variants": json.dumps([v.name for v in expand_variants(cfg)]),
+                  "grid.seeds": json.dumps(cfg.experiment.seeds), "grid.eval_split": cfg.experiment.eval_split}
     else:
-        for k in ("lam_grid", "delta", "gamma", "lr", "models", "num_samples", "num_workers", "seed"):
-            client.log_param(rid, f"search.{k}", json.dumps(t[k]))
-        client.log_param(rid, "asha", json.dumps(t["asha"]))
+        params = {f"search.{k}": json.dumps(getattr(t, k)) for k in
+                  ("lam_grid", "delta", "gamma", "lr", "models", "num_samples", "num_workers", "seed")}
+        params["asha"] = json.dumps(t.asha.model_dump())
+    for k, v in params.items():
+        client.log_param(rid, k, v)
     client.log_text(rid, dump_config(cfg), "config.yaml")
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"run_id": rid, "tracking_uri": uri}))
+    from singr.io import write_json
+
+    write_json(marker, {"run_id": rid, "tracking_uri": uri})
     return rid
 
 
-class ChildRunCallback(MLflowLoggerCallback):
-    """MLflowLoggerCallback whose runs are children of the sweep's parent run."""
+class TrialRuns(Callback):
+    """One MLflow child run per trial under the sweep's parent run (see the module docstring)."""
 
     def __init__(self, plan: SweepPlan, parent_run_id: str):
-        super().__init__(tracking_uri=plan.tracking_uri, registry_uri=plan.tracking_uri,
-                         experiment_name=plan.cfg["mlflow"]["experiment"],
-                         tags={"mlflow.parentRunId": parent_run_id, "sweep": plan.name, "singr.role": "trial"})
-        self.base_cfg = plan.cfg
-        self.trials_dir = str(plan.trials_dir)
+        self.plan = plan
+        self.uri = plan.tracking_uri
+        self.parent = parent_run_id
+        self.runs: dict[str, str] = {}       # trial id -> run id
+        self.tagged: set[tuple[str, str]] = set()
+        self.failures: list[str] = []        # what could not be logged (the server went away, ...)
+        self._client: Any = None
+        self._exp_id: str | None = None
 
-    def log_trial_start(self, trial: Any) -> None:
-        new = trial not in self._trial_runs
-        super().log_trial_start(trial)
-        if new:
-            rid = self._trial_runs[trial]
-            client = self.mlflow_util._get_client()
-            client.set_tag(rid, "trial_id", trial.trial_id)
-            cfg = trial_config(self.base_cfg, trial.config, Path(self.trials_dir) / trial.trial_id)
-            client.log_text(rid, dump_config(cfg), "config.yaml")
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = client_for(self.uri)
+        return self._client
+
+    def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - tracking must never stop a sweep
+            msg = f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            if not self.failures or self.failures[-1] != msg:
+                print(f"[tune] MLflow: could not log {msg}", flush=True)
+            self.failures.append(msg)
+            return None
+
+    def _existing(self, trial_id: str) -> str | None:
+        if self._exp_id is None:
+            self._exp_id = self.client.get_run(self.parent).info.experiment_id
+        found = self.client.search_runs([self._exp_id], f"tags.mlflow.parentRunId = '{self.parent}' and "
+                                        f"tags.trial_id = '{trial_id}'", max_results=5)
+        return found[0].info.run_id if found else None
+
+    def _run_for(self, trial: Any) -> str | None:
+        tid = trial.trial_id
+        if tid in self.runs:
+            return self.runs[tid]
+
+        def open_run() -> str:
+            rid = self._existing(tid)
+            if rid is not None:  # a restarted trial: the same child run again
+                self.client.update_run(rid, status="RUNNING")
+                return rid
+            run = self.client.create_run(self.client.get_run(self.parent).info.experiment_id, run_name=tid,
+                                         tags={"mlflow.parentRunId": self.parent, "sweep": self.plan.name,
+                                               "singr.role": "trial", "trial_id": tid})
+            rid = run.info.run_id
+            cfg = trial_config(self.plan.cfg, trial.config, self.plan.trials_dir / tid)
+            params = flat_params(cfg.to_dict(core_only=True))
+            from mlflow.entities import Param
+
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(rid, params=items[i:i + 100])
+            self.client.log_text(rid, dump_config(cfg), "config.yaml")
             if "variant" in trial.config:
-                client.set_tag(rid, "variant", str(trial.config["variant"]))
-                client.set_tag(rid, "seed", str(trial.config["seed"]))
-                for k, v in (("loss", cfg["loss"]["name"]), ("model", cfg["model"]["name"]),
-                             ("lam", cfg["sing"]["lam"]), ("delta", cfg["sing"]["delta"]),
-                             ("gamma", cfg["loss"]["gamma"])):
-                    client.log_param(rid, k, v)
+                self.client.set_tag(rid, "variant", str(trial.config["variant"]))
+                self.client.set_tag(rid, "seed", str(trial.config["seed"]))
+            return rid
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        """Before the run ends: a grid run's evaluation files and best.pt become its artifacts
-        (``eval/`` and ``checkpoint/best.pt``, what ``singr report`` reads back)."""
-        rid = self._trial_runs.get(trial)
-        if rid is not None and "variant" in trial.config:
-            client = self.mlflow_util._get_client()
-            out = Path(self.trials_dir) / trial.trial_id
-            if (out / "eval").is_dir():
-                client.log_artifacts(rid, str(out / "eval"), "eval")
-            best = out / "checkpoints" / "best.pt"
-            if best.exists():
-                client.log_artifact(rid, str(best), "checkpoint")
-        super().log_trial_end(trial, failed)
+        rid = self._safe(f"the child run of trial {tid}", open_run)
+        if rid is not None:
+            self.runs[tid] = rid
+        return rid
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        if trial not in self._trial_runs:
-            self.log_trial_start(trial)
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        rid = self._run_for(trial)
+        if rid is None:
+            return
         step = int(result.get("epoch") or result.get("training_iteration") or iteration)
-        self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result, step=step)
+        metrics = {k: float(v) for k, v in result.items()
+                   if k.startswith(METRIC_PREFIXES) or k.startswith(("test_", "train_"))
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        if metrics:
+            from mlflow.entities import Metric
+
+            ts = int(time.time() * 1000)
+            self._safe(f"metrics of trial {trial.trial_id}", lambda: self.client.log_batch(
+                rid, metrics=[Metric(k, v, ts, step) for k, v in metrics.items()]))
+        nodes = result.get("worker_nodes")
+        if nodes and (rid, str(nodes)) not in self.tagged:
+            self.tagged.add((rid, str(nodes)))
+            self._safe(f"the node tags of trial {trial.trial_id}", lambda: self._tag_nodes(rid, str(nodes)))
+
+    def _tag_nodes(self, rid: str, nodes: str) -> None:
+        self.client.set_tag(rid, "worker_nodes", nodes)
+        for part in nodes.split(","):
+            rank, _, node = part.partition(":")
+            self.client.set_tag(rid, f"node.rank{rank}", node)
+
+    def _end(self, trial: Any, status: str) -> None:
+        rid = self._run_for(trial)
+        if rid is None:
+            return
+        if "variant" in trial.config:  # a grid run's evaluation files and best checkpoint, read by singr report
+            out = self.plan.trials_dir / trial.trial_id
+            if (out / "eval").is_dir():
+                self._safe(f"eval/ of trial {trial.trial_id}",
+                           lambda: self.client.log_artifacts(rid, str(out / "eval"), "eval"))
+            from singr.engine.trainer import BEST
+
+            best = out / "checkpoints" / BEST
+            if best.exists():
+                self._safe(f"the checkpoint of trial {trial.trial_id}",
+                           lambda: self.client.log_artifact(rid, str(best), "checkpoint"))
+        self._safe(f"the end of trial {trial.trial_id}", lambda: self.client.set_terminated(rid, status=status))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED")
 
 
 def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str, Any] | None = None,
-                 files: list[Path] = ()) -> None:
-    client = _client(plan.tracking_uri)
+                 files: Sequence[Path] = ()) -> None:
+    """Log the sweep's summary metrics and files to its parent run, mark child runs that were
+    left RUNNING (trials of an interrupted session) as KILLED, and end the parent."""
+    client = client_for(plan.tracking_uri)
     if summary:
-        for k in ("best_val_Dice_mean", "maps_computed", "maps_cached", "n_trials", "n_stopped_early"):
+        for k in ("best_val_Dice_mean", "maps_computed", "maps_cached", "n_trials", "n_stopped_early", "n_errors"):
             if isinstance(summary.get(k), (int, float)):
                 client.log_metric(parent_id, k, float(summary[k]))
     for f in files:
         if Path(f).exists():
             client.log_artifact(parent_id, str(f))
-    # runs of trials interrupted in an earlier session of this sweep are left RUNNING: mark them
     exp = client.get_run(parent_id).info.experiment_id
     for r in client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         client.set_terminated(r.info.run_id, status="KILLED")
     client.set_terminated(parent_id, status=status)
-
-
-def register_best(plan: SweepPlan, parent_id: str, checkpoint: Path, tags: dict[str, Any]) -> dict[str, Any]:
-    """Log ``checkpoint`` (best.pt) as a pyfunc model in the parent run, register it, set alias and tags."""
-    import mlflow
-
-    from .pyfunc import SingrCheckpointModel
-
-    uri, m = plan.tracking_uri, plan.cfg["mlflow"]
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = _client(uri)
-    for mv in client.search_model_versions(f"name='{m['registered_model']}'"):
-        vt = mv.tags or {}
-        if vt.get("sweep") == str(tags.get("sweep")) and vt.get("trial_id") == str(tags.get("trial_id")):
-            # this sweep's best trial is registered already (a rerun of a finished sweep): reuse it
-            client.set_registered_model_alias(m["registered_model"], m["alias"], mv.version)
-            return {"name": m["registered_model"], "version": int(mv.version), "alias": m["alias"],
-                    "model_uri": f"models:/{m['registered_model']}@{m['alias']}", "reused": True}
-    with mlflow.start_run(run_id=parent_id):
-        info = mlflow.pyfunc.log_model(name="model", python_model=SingrCheckpointModel(),
-                                       artifacts={"checkpoint": str(checkpoint)},
-                                       pip_requirements=["singr", "torch", "monai"])
-    mv = mlflow.register_model(info.model_uri, m["registered_model"])
-    for k, v in tags.items():
-        client.set_model_version_tag(m["registered_model"], mv.version, k, str(v))
-    client.set_registered_model_alias(m["registered_model"], m["alias"], mv.version)
-    return {"name": m["registered_model"], "version": int(mv.version), "alias": m["alias"],
-            "model_uri": f"models:/{m['registered_model']}@{m['alias']}"}

@@ -1,4 +1,11 @@
-"""Deterministic train / val / test splits, saved to a JSON file (DESIGN.md 1.4)."""
+"""Deterministic train / val / test splits, saved to a JSON file, and K-fold splits.
+
+The split is made once from a seed and saved (``split.json``); later runs read it, and a
+file that no longer matches the cases on disk is an error, never silently redone. With
+``data.folds: K`` the train and val cases together are also cut into K folds (the test
+cases stay held out), saved in the same file under ``folds.<K>``: fold k trains on the
+other K - 1 folds and validates on fold k, as nnU-Net's cross-validation does.
+"""
 from __future__ import annotations
 
 import json
@@ -12,7 +19,7 @@ import numpy as np
 from ..errors import SingrInputError
 from ..io import write_json
 
-__all__ = ["SPLIT_KEYS", "split_sizes", "make_split", "load_or_create_split"]
+__all__ = ["SPLIT_KEYS", "split_sizes", "make_split", "make_folds", "load_or_create_split", "fold_split"]
 
 SPLIT_KEYS: tuple[str, str, str] = ("train", "val", "test")
 
@@ -72,11 +79,37 @@ def _names(ids: Sequence[str], limit: int = 10) -> str:
     return ", ".join(ids[:limit]) + more
 
 
+def make_folds(case_ids: Sequence[str], k: int, seed: int = 0) -> list[list[str]]:
+    """``case_ids`` cut into ``k`` folds of near-equal size (each sorted), deterministic in
+    ``seed`` and the set of ids."""
+    ids = sorted(str(c) for c in case_ids)
+    if k < 2 or k > len(ids):
+        raise SingrInputError(f"cannot make {k} folds of {len(ids)} train+val cases; expected 2 <= folds <= "
+                              f"{len(ids)}")
+    perm = np.random.default_rng([int(seed), 1]).permutation(len(ids))
+    return [sorted(ids[i] for i in part) for part in np.array_split(perm, k)]
+
+
+def fold_split(split: dict, fold: int, path: str | Path | None = None) -> dict:
+    """Train / val / test of fold ``fold`` of a split made with folds."""
+    folds = split.get("folds")
+    if not folds:
+        raise SingrInputError("the split has no folds; set data.folds (e.g. 5) to make K-fold splits", path=path)
+    if not 0 <= int(fold) < len(folds):
+        raise SingrInputError(f"fold {fold} does not exist; the split has folds 0..{len(folds) - 1}", path=path)
+    val = list(folds[int(fold)])
+    train = sorted(c for i, f in enumerate(folds) if i != int(fold) for c in f)
+    return {**split, "train": train, "val": val, "fold": int(fold)}
+
+
 def load_or_create_split(path: str | Path, case_ids: Sequence[str],
-                         ratios: Sequence[float] = (0.64, 0.16, 0.20), seed: int = 0) -> dict:
+                         ratios: Sequence[float] = (0.64, 0.16, 0.20), seed: int = 0,
+                         folds: int | None = None) -> dict:
     """Read the split saved at ``path``, or make one and save it there (atomically).
 
-    Returns {"seed", "ratios", "train", "val", "test"}. An existing file whose cases differ
+    Returns {"seed", "ratios", "train", "val", "test"} (and "folds", the list of folds, when
+    ``folds`` is given: made from train + val and added to the file the first time they are
+    asked for). An existing file whose cases differ
     from ``case_ids`` is an error naming the file and the missing / extra ids (the split is
     never silently redone). An existing file made with another seed or ratios is used as
     it is, with a warning.
@@ -109,9 +142,18 @@ def load_or_create_split(path: str | Path, case_ids: Sequence[str],
         if saved.get("seed") != seed or [float(x) for x in saved.get("ratios", [])] != [float(x) for x in ratios]:
             warnings.warn(f"{path}: using the saved split (seed {saved.get('seed')}, ratios {saved.get('ratios')}) "
                           f"instead of seed {seed}, ratios {list(ratios)}", stacklevel=2)
-        return {"seed": saved.get("seed"), "ratios": saved.get("ratios"),
-                **{k: [str(c) for c in saved[k]] for k in SPLIT_KEYS}}
-    split = make_split(ids, ratios, seed)
-    record = {"seed": seed, "ratios": [float(x) for x in ratios], **split}
-    write_json(path, record)
-    return record
+        record = saved
+    else:
+        record = {"seed": seed, "ratios": [float(x) for x in ratios], **make_split(ids, ratios, seed)}
+        write_json(path, record)
+    out = {"seed": record.get("seed"), "ratios": record.get("ratios"),
+           **{k: [str(c) for c in record[k]] for k in SPLIT_KEYS}}
+    if folds:
+        saved_folds = (record.get("folds") or {}).get(str(int(folds)))
+        if saved_folds is None:
+            trainval = [str(c) for k in ("train", "val") for c in record[k]]
+            saved_folds = make_folds(trainval, int(folds), int(record.get("seed") or 0))
+            record = {**record, "folds": {**(record.get("folds") or {}), str(int(folds)): saved_folds}}
+            write_json(path, record)
+        out["folds"] = [[str(c) for c in f] for f in saved_folds]
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io import write_nifti
-from .readers import MODALITIES
+from .readers.base import MODALITIES
 
 __all__ = ["synthesize_case", "synthesize_dataset", "case_name"]
 

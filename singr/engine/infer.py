@@ -1,57 +1,276 @@
-"""Sliding-window inference and post-processing.
+"""The one inference path: a :class:`Predictor` used by ``singr predict``, ``singr evaluate``,
+validation during training, the grid's evaluation, the MLflow pyfunc and the endpoint.
 
-    logits = sliding_window(model, image, roi = min(roi_size, volume rounded up), overlap)
-    region_r = logits_r >= 0      (tanh(logit) >= 0 for SiNGR; sigmoid(logit) >= 0.5 for baselines)
-    signed map = tanh(logits)     (the regressed SiNG map; meaningful for SiNGR models)
+For an image (C, D, H, W), already z-scored or not::
+
+    crop      = bounding box of the non-zero (brain) voxels, + a margin   (nnU-Net crops the same way)
+    logits_m  = sliding_window(member m, crop, window = min(roi_size, crop rounded up), overlap, blending)
+    S_hat     = mean over members m and mirrorings t of tanh(t^-1(logits_m(t(crop))))
+    region_r  = S_hat_r >= 0          (tanh >= 0 for SiNGR; sigmoid >= 0.5 for hard-label models)
+
+outside the crop (and outside the brain mask) S_hat = -1. The settings (window, overlap,
+blending, mirroring, crop, precision) are an :class:`InferenceSettings`, from the config's
+``infer`` section unless overridden. An *ensemble* is several members (K folds, or the top-N
+trials of a sweep) whose tanh maps are averaged before thresholding; post-processing rules
+(:mod:`singr.engine.postprocess`) fitted on validation data then clean the regions.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..config import SingrConfig, from_stored
+from ..errors import SingrInputError
+from ..geometry import bounding_box
+from ..preprocess import normalize_image
+from ..regions import regions_to_labels
+
+__all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES"]
+
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))
+"""The 8 mirrorings of a 3-D volume (spatial axes), as nnU-Net's test-time augmentation."""
+
 
 def clip_roi(roi_size: Sequence[int], shape: Sequence[int], multiple: int = 16) -> tuple[int, ...]:
-    """The window clipped to the volume, rounded up to what the network accepts.
+    """The window clipped to the volume, rounded up to what the network accepts (MONAI pads
+    a volume smaller than the window, so rounding up is safe); at least two cells of
+    ``multiple`` so that the deepest level keeps two voxels."""
+    out = []
+    for r, s in zip(roi_size, shape):
+        w = min(int(r), int(math.ceil(int(s) / multiple) * multiple))
+        out.append(max(w, min(2 * multiple, int(r))))
+    return tuple(out)
 
-    MONAI pads a volume smaller than the window, so rounding up is safe.
-    """
-    return tuple(min(int(r), int(math.ceil(s / multiple) * multiple)) for r, s in zip(roi_size, shape))
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a volume is segmented (see the module docstring)."""
+
+    roi_size: tuple[int, ...]
+    overlap: float = 0.5
+    sw_batch_size: int = 1
+    mode: str = "gaussian"          # window blending: gaussian | constant
+    multiple: int = 16              # the network's input size multiple
+    fixed_roi: bool = False         # UNETR: the window is the training patch, never clipped
+    tta: bool = False               # mirror over the 3 axes (8 passes) and average
+    crop: bool = True               # segment the brain's bounding box only
+    precision: str = "float32"      # float32 | bfloat16 (CPU/GPU autocast)
+
+    @classmethod
+    def from_config(cls, cfg: SingrConfig, **overrides: Any) -> "InferenceSettings":
+        from ..models import size_multiple
+
+        inf = cfg.infer
+        fixed = cfg.model.name == "unetr"  # UNETR has a fixed input size: its window is the patch
+        s = cls(roi_size=tuple(cfg.train.patch_size if fixed else inf.roi_size), overlap=float(inf.overlap),
+                sw_batch_size=int(inf.sw_batch_size), mode=str(inf.mode), multiple=size_multiple(cfg.model.name),
+                fixed_roi=fixed, tta=bool(inf.tta), crop=bool(inf.crop), precision=str(inf.precision))
+        return s.with_(**overrides)
+
+    def with_(self, **overrides: Any) -> "InferenceSettings":
+        kw = {k: v for k, v in overrides.items() if v is not None}
+        if "roi_size" in kw:
+            kw["roi_size"] = tuple(int(x) for x in kw["roi_size"])
+        return replace(self, **kw) if kw else self
 
 
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    image: np.ndarray | torch.Tensor,
-    roi_size: Sequence[int],
-    overlap: float = 0.5,
-    sw_batch_size: int = 1,
-    mode: str = "constant",
-    device: str | torch.device = "cpu",
-    multiple: int = 16,
-    fixed_roi: bool = False,
-) -> torch.Tensor:
-    """Raw network output (R, D, H, W) on the CPU for one image (C, D, H, W)."""
+@dataclass
+class Prediction:
+    labels: np.ndarray          # (D, H, W) uint8, in the output label convention
+    regions: np.ndarray         # (R, D, H, W) bool
+    signed: np.ndarray          # (R, D, H, W) float32: the averaged tanh maps (SiNGR's S-hat)
+    region_names: tuple[str, ...]
+    label_convention: str
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def sliding_window(model: torch.nn.Module, x: torch.Tensor, settings: InferenceSettings,
+                   progress: bool = False) -> torch.Tensor:
+    """Raw network output (B, R, D, H, W), float32, for a batch ``x`` (B, C, D, H, W) on the
+    model's device (MONAI's ``sliding_window_inference``; ``progress`` shows a bar of windows)."""
     from monai.inferers import sliding_window_inference
 
-    x = torch.as_tensor(np.asarray(image, dtype=np.float32) if not torch.is_tensor(image) else image)
-    x = x[None].to(device)
-    roi = tuple(int(r) for r in roi_size) if fixed_roi else clip_roi(roi_size, x.shape[2:], multiple)
-    was_training = model.training
-    model.eval()
-    try:
-        out = sliding_window_inference(x, roi, sw_batch_size, model, overlap=overlap, mode=mode)
-    finally:
-        model.train(was_training)
-    return torch.as_tensor(out)[0].float().cpu()
+    roi = settings.roi_size if settings.fixed_roi else clip_roi(settings.roi_size, x.shape[2:], settings.multiple)
+    with torch.inference_mode(), _autocast(x.device, settings.precision):
+        out = sliding_window_inference(x, roi, settings.sw_batch_size, model, overlap=settings.overlap,
+                                       mode=settings.mode, progress=progress)
+    return torch.as_tensor(out).float()
 
 
-def logits_to_regions(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Threshold at 0: S-hat >= 0 (SiNGR) and sigmoid >= 0.5 (hard labels) are both logit >= 0."""
-    return (torch.as_tensor(logits) >= 0).numpy()
+class Predictor:
+    """One model or an ensemble of members, ready to segment cases."""
 
+    def __init__(self, members: Sequence[torch.nn.Module], settings: InferenceSettings, meta: dict[str, Any],
+                 device: str | torch.device = "cpu", postprocess: Any = None, identity: dict[str, Any] | None = None,
+                 configs: Sequence[SingrConfig] = ()):
+        if not members:
+            raise SingrInputError("a predictor needs at least one model")
+        self.device = torch.device(device)
+        self.members = [m.to(self.device).eval() for m in members]
+        self.settings = settings
+        self.meta = dict(meta)
+        self.postprocess = postprocess
+        self.identity = dict(identity or {})
+        self.configs = list(configs)
+        # channels-last 3-D: the layout oneDNN's CPU convolutions are fastest in
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.members = [m.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+                            for m in self.members]
 
-def logits_to_signed(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    return torch.tanh(torch.as_tensor(logits)).numpy().astype(np.float32)
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, settings: InferenceSettings, device: str | torch.device = "cpu",
+                   meta: dict[str, Any] | None = None) -> "Predictor":
+        """A predictor around a network in memory (validation during training)."""
+        pred = cls.__new__(cls)
+        pred.device, pred.members, pred.settings = torch.device(device), [model], settings
+        pred.meta, pred.postprocess, pred.identity, pred.configs = dict(meta or {}), None, {}, []
+        pred.channels_last = False
+        return pred
+
+    @classmethod
+    def from_checkpoints(cls, paths: Sequence[str | Path] | str | Path, device: str = "auto", *,
+                         trust: bool = False, postprocess: Any = None, **overrides: Any) -> "Predictor":
+        """Load one checkpoint, or several members of an ensemble (same regions and inputs);
+        ``overrides`` replace fields of the first member's :class:`InferenceSettings`."""
+        from ..device import resolve_device
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+
+        files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        dev = torch.device(resolve_device(device))
+        models: list[torch.nn.Module] = []
+        metas: list[dict[str, Any]] = []
+        cfgs: list[SingrConfig] = []
+        for f in files:
+            ckpt = load_checkpoint(f, map_location="cpu", trust=trust)
+            models.append(model_from_checkpoint(ckpt, dev))
+            metas.append(ckpt.meta)
+            cfgs.append(from_stored(ckpt.config))
+        ref = metas[0]
+        for f, m in zip(files[1:], metas[1:]):
+            for key in ("in_channels", "region_names", "label_convention"):
+                if m.get(key) != ref.get(key):
+                    raise SingrInputError(f"ensemble member has {key} {m.get(key)!r}, but the first member "
+                                          f"{files[0].name} has {ref.get(key)!r}; members must agree", path=f)
+        settings = InferenceSettings.from_config(cfgs[0], **overrides)
+        meta = dict(ref)
+        meta["members"] = [{"file": f.name, "lam": m.get("lam"), "delta": m.get("delta"), "gamma": m.get("gamma"),
+                            "model": m.get("model"), "fold": m.get("fold")} for f, m in zip(files, metas)]
+        return cls(models, settings, meta, dev, postprocess=postprocess, configs=cfgs)
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return tuple(self.meta.get("region_names") or ())
+
+    def check_channels(self, image: np.ndarray, case: str = "input") -> None:
+        n = int(self.meta.get("in_channels") or image.shape[0])
+        if image.ndim != 4 or image.shape[0] != n:
+            mods = ", ".join(self.meta.get("modalities") or []) or f"{n} channels"
+            raise SingrInputError(f"the model expects {n} modalities ({mods}); got an image of shape {image.shape}",
+                                  case=case)
+
+    def _member_maps(self, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """Mean of tanh(logits) over members and mirrorings, for a batch x (B, C, d, h, w)."""
+        flips = MIRROR_AXES if self.settings.tta else ((),)
+        acc: torch.Tensor | None = None
+        n = 0
+        for model in self.members:
+            was_training = model.training
+            model.eval()  # dropout off; a network in training keeps its mode afterwards
+            try:
+                for axes in flips:
+                    dims = [a + 2 for a in axes]
+                    xi = torch.flip(x, dims) if dims else x
+                    if self.channels_last:
+                        xi = xi.contiguous(memory_format=torch.channels_last_3d)
+                    y = torch.tanh(sliding_window(model, xi, self.settings, progress))
+                    if dims:
+                        y = torch.flip(y, dims)
+                    acc = y if acc is None else acc.add_(y)
+                    n += 1
+            finally:
+                model.train(was_training)
+        assert acc is not None
+        return acc.div_(n)
+
+    def signed_maps_batch(self, images: Sequence[np.ndarray], progress: bool = False) -> list[np.ndarray]:
+        """S-hat (R, D, H, W) float32 for *normalised* images of one shape each (C, D, H, W):
+        cropped to the union of their brains, segmented together, pasted back into -1."""
+        shape = images[0].shape
+        brain = np.zeros(shape[1:], dtype=bool)
+        for im in images:
+            brain |= np.any(im != 0, axis=0)
+        box = bounding_box(brain, margin=2) if self.settings.crop else None
+        if box is None:
+            box = tuple(slice(0, s) for s in shape[1:])
+        x = torch.from_numpy(np.stack([np.ascontiguousarray(im[(slice(None),) + box], dtype=np.float32)
+                                       for im in images])).to(self.device)
+        s = self._member_maps(x, progress).cpu().numpy()
+        out = []
+        for i, im in enumerate(images):
+            full = np.full((s.shape[1],) + tuple(shape[1:]), -1.0, dtype=np.float32)
+            full[(slice(None),) + box] = s[i]
+            if self.settings.crop:
+                full[:, ~np.any(im != 0, axis=0)] = -1.0  # tumour lies inside the brain
+            out.append(full)
+        return out
+
+    def from_signed(self, signed: np.ndarray, label_convention: str | None = None) -> Prediction:
+        """Threshold S-hat at 0, post-process (when the model has rules), make the label map."""
+        regions = signed >= 0
+        if self.postprocess is not None:
+            regions = self.postprocess.apply(regions, self.region_names)
+        conv = label_convention or self.meta.get("label_convention") or "brats2020"
+        if conv not in ("brats2020", "brats2023", "binary") or (conv == "binary") != (len(self.region_names) == 1):
+            conv = self.meta.get("label_convention") or conv
+        return Prediction(regions_to_labels(regions, conv), regions, signed.astype(np.float32, copy=False),
+                          self.region_names, conv)
+
+    def predict_prepared(self, image: np.ndarray, label_convention: str | None = None,
+                         progress: bool = False) -> Prediction:
+        """Segment an image already normalised (a prepared case)."""
+        maps = self.signed_maps_batch([np.asarray(image, dtype=np.float32)], progress)
+        return self.from_signed(maps[0], label_convention)
+
+    def predict(self, image: np.ndarray, label_convention: str | None = None, case: str = "input",
+                progress: bool = False) -> Prediction:
+        """Segment an un-normalised image (C, D, H, W), as read from disk."""
+        self.check_channels(image, case)
+        return self.predict_prepared(normalize_image(image), label_convention, progress)
+
+    def predict_batch(self, images: Sequence[np.ndarray], label_conventions: Sequence[str | None] | None = None
+                      ) -> list[Prediction]:
+        """Segment un-normalised images; images of one shape go through the network together."""
+        convs = list(label_conventions) if label_conventions is not None else [None] * len(images)
+        norm = [normalize_image(im) for im in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(norm):
+            groups.setdefault(tuple(im.shape), []).append(i)
+        out: list[Prediction | None] = [None] * len(images)
+        for idx in groups.values():
+            maps = self.signed_maps_batch([norm[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = self.from_signed(maps[j], convs[i])
+        return [p for p in out if p is not None]
+
+    def with_settings(self, **overrides: Any) -> "Predictor":
+        """The same members with other inference settings (e.g. ``tta=True`` for one request)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.settings = self.settings.with_(**overrides)
+        return new

@@ -1,0 +1,281 @@
+"""NIfTI reading and writing: files on disk, and files held in memory (HTTP uploads).
+
+Arrays keep the file's axis order; floating data comes back as float32 (scaling applied),
+integer data as stored. Written files keep the input's *geometry* (affine, voxel size,
+units, qform/sform codes) and nothing else from its header: free-text fields
+(``descrip``, ``aux_file``, ``intent_name``) and header extensions can hold patient
+names, so they are never copied into an output.
+
+Uploaded bytes are read defensively (:func:`read_nifti_bytes`): the header is parsed from
+the first bytes of the (gzip) stream and the voxel count checked against a limit *before*
+the data is decompressed; decompression runs with a running cap and writes into one
+buffer of the exact size, so a request costs a small multiple of its voxel count.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import SingrInputError
+from .atomic import atomic_write
+
+__all__ = ["read_nifti", "write_nifti", "nifti_spacing", "nifti_image", "nifti_bytes", "read_nifti_bytes",
+           "NiftiBytesError", "check_affine", "voxel_ml"]
+
+_NIFTI_CLASSES = (nib.Nifti1Image, nib.Nifti2Image)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class NiftiBytesError(SingrInputError):
+    """In-memory bytes that are not a (gzipped) single-file NIfTI (``kind="format"``) or that
+    hold or decompress to more than allowed (``kind="too_large"``). The HTTP endpoint maps
+    these to 415 and 413."""
+
+    def __init__(self, message: str, *, kind: str = "format", case: str | None = None,
+                 path: str | Path | None = None):
+        super().__init__(message, case=case, path=path)
+        self.kind = kind
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        return array.astype(np.float32)
+    return array
+
+
+def _drop_singleton_4th(array: np.ndarray) -> np.ndarray:
+    return array[..., 0] if array.ndim == 4 and array.shape[3] == 1 else array
+
+
+def check_affine(affine: np.ndarray, *, case: str | None = None, path: str | Path | None = None) -> np.ndarray:
+    """The 4 x 4 affine as float64; an error naming the file when it is not finite or singular.
+
+    A zero sform or a NaN in the header gives such an affine: volumes, HD95 in mm and the
+    output's geometry would all be meaningless, so the input is refused.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise SingrInputError("the image affine (sform/qform) holds NaN or inf; expected a valid voxel-to-world "
+                              "matrix", case=case, path=path)
+    if abs(float(np.linalg.det(a[:3, :3]))) < 1e-12:
+        raise SingrInputError("the image affine (sform/qform) is singular (zero voxel size or a zero sform); "
+                              "expected a valid voxel-to-world matrix", case=case, path=path)
+    return a
+
+
+def voxel_ml(affine: np.ndarray) -> float:
+    """Volume of one voxel in millilitres: |det(affine[:3, :3])| mm^3 / 1000."""
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
+
+
+def read_nifti(path: str | Path, *, case: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Read a NIfTI file (``.nii`` or ``.nii.gz``): ``(array, affine, header)``.
+
+    ``array`` as stored (integer types kept; floating types as float32, scaling applied by
+    nibabel), in the file's own axis order; ``affine`` 4 x 4 float64; ``header`` the nibabel
+    header. A trailing singleton 4th axis (X, Y, Z, 1) is dropped; nothing else is squeezed.
+    Raises :class:`SingrInputError` naming ``case`` and ``path`` when the file is missing,
+    unreadable, corrupt or not NIfTI.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SingrInputError("file not found (expected a NIfTI file .nii or .nii.gz)", case=case, path=path)
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types: ImageFileError, OSError, EOFError, ...
+        raise SingrInputError(f"cannot read as NIfTI ({type(err).__name__}: {err}); "
+                              "expected a valid .nii or .nii.gz file", case=case, path=path) from err
+    if not isinstance(img, _NIFTI_CLASSES):
+        raise SingrInputError(f"not a NIfTI file (nibabel read it as {type(img).__name__}); "
+                              "expected .nii or .nii.gz", case=case, path=path)
+    try:
+        array = np.asarray(img.dataobj)
+    except Exception as err:  # EOFError, OSError, zlib.error on truncated or corrupt data
+        raise SingrInputError(f"cannot read the voxel data, file truncated or corrupt "
+                              f"({type(err).__name__}: {err})", case=case, path=path) from err
+    return _drop_singleton_4th(_as_float32(array)), np.asarray(img.affine, dtype=np.float64), img.header
+
+
+def nifti_spacing(header: Any, ndim: int = 3) -> tuple[float, ...]:
+    """Voxel spacing (mm) of the first ``ndim`` axes from a nibabel header (1.0 where absent)."""
+    if header is None:
+        return (1.0,) * ndim
+    zooms = tuple(float(z) for z in header.get_zooms()[:ndim])
+    return zooms + (1.0,) * (ndim - len(zooms))
+
+
+def _geometry_header(array: np.ndarray, affine: np.ndarray, header: Any) -> Any:
+    """A fresh header carrying only the geometry of ``header``: voxel size, units, codes."""
+    klass = nib.Nifti2Header if isinstance(header, nib.Nifti2Header) else nib.Nifti1Header
+    hdr = klass()
+    hdr.set_data_dtype(array.dtype)
+    hdr.set_data_shape(array.shape)
+    if header is not None:
+        zooms = list(header.get_zooms()[:3]) + [1.0] * (array.ndim - 3)
+        hdr.set_zooms(tuple(float(z) for z in zooms[: array.ndim]))
+        try:
+            units = header.get_xyzt_units()
+            hdr.set_xyzt_units(units[0] or "mm", units[1] or "unknown")
+        except Exception:  # noqa: BLE001 - a header without units
+            hdr.set_xyzt_units("mm")
+    else:
+        hdr.set_xyzt_units("mm")
+    return hdr
+
+
+def nifti_image(array: np.ndarray, affine: np.ndarray, header: Any = None, *,
+                path: str | Path | None = None) -> "nib.Nifti1Image | nib.Nifti2Image":
+    """The NIfTI image :func:`write_nifti` writes, in memory.
+
+    Data types: bool -> uint8, int64 -> int32 when the values fit, other floats -> float32.
+    The affine sets sform and qform (with the input's codes when it had them); only the
+    geometry of ``header`` is kept (see the module docstring).
+    """
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype.kind in "iu" and arr.dtype.itemsize == 8:
+        info = np.iinfo(np.int32)
+        if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
+            arr = arr.astype(np.int32)
+    elif arr.dtype.kind == "f" and arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise SingrInputError(f"affine must be 4 x 4, got shape {affine.shape}", path=path)
+    hdr = _geometry_header(arr, affine, header)
+    klass = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    img = klass(arr, affine, header=hdr, dtype=arr.dtype)
+    qcode = int(header["qform_code"]) if header is not None and int(header["qform_code"]) > 0 else 1
+    scode = int(header["sform_code"]) if header is not None and int(header["sform_code"]) > 0 else 1
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
+    return img
+
+
+def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header: Any = None) -> Path:
+    """Write ``array`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; see :func:`nifti_image`."""
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise SingrInputError("output file name must end with .nii or .nii.gz", path=path)
+    img = nifti_image(array, affine, header, path=path)
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray, header: Any = None, *, compresslevel: int = 3) -> bytes:
+    """The ``.nii.gz`` bytes of what :func:`write_nifti` would write."""
+    return gzip.compress(nifti_image(array, affine, header).to_bytes(), compresslevel=compresslevel)
+
+
+# --------------------------------------------------------------------------- uploads
+
+class _Stream:
+    """Sequential reader over plain or gzip bytes that never inflates more than asked for."""
+
+    def __init__(self, data: bytes, gz: bool, *, case: str | None, name: str | None):
+        self.data, self.gz, self.case, self.name = memoryview(data), gz, case, name
+        self.pos = 0
+        self.src: bytes | memoryview = self.data
+        self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def read_into(self, out: memoryview) -> int:
+        """Fill ``out`` as far as the stream allows; returns the number of bytes written."""
+        n = len(out)
+        if not self.gz:
+            k = min(n, len(self.data) - self.pos)
+            out[:k] = self.data[self.pos:self.pos + k]
+            self.pos += k
+            return k
+        got = 0
+        while got < n:
+            if self.dec.eof:  # next gzip member, if any (trailing garbage is ignored, as gzip does)
+                unused = self.dec.unused_data
+                if unused[:2] != _GZIP_MAGIC:
+                    break
+                self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.src = unused
+            try:
+                chunk = self.dec.decompress(self.src, n - got)  # at most what is still needed
+            except zlib.error as err:
+                raise NiftiBytesError(f"corrupt gzip data ({err}); expected a .nii.gz file", case=self.case,
+                                      path=self.name) from err
+            self.src = self.dec.unconsumed_tail
+            out[got:got + len(chunk)] = chunk
+            got += len(chunk)
+            if not chunk and not self.src and not self.dec.eof:
+                break  # input exhausted mid-stream: the caller reports the short read
+        return got
+
+
+def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None = None,
+                     max_size: int | None = None, max_voxels: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """:func:`read_nifti` for a file held in memory (an HTTP upload), same return value.
+
+    Gzip is recognised by its magic bytes (``name`` ending in ``.gz`` with other content is
+    an error); the content must be a single-file NIfTI-1 or NIfTI-2 image. The header is
+    read first and refused (``kind="too_large"``) when the image holds more than
+    ``max_voxels`` voxels or needs more than ``max_size`` bytes, before the rest is
+    decompressed; the data is then decompressed into one buffer of exactly the size the
+    header announces (a longer stream is never inflated further).
+    """
+    if not data:
+        raise NiftiBytesError("empty file; expected a NIfTI file (.nii or .nii.gz)", case=case, path=name)
+    gz = bytes(data[:2]) == _GZIP_MAGIC
+    if name and name.lower().endswith(".gz") and not gz:
+        raise NiftiBytesError("file name ends with .gz but the content is not gzip data", case=case, path=name)
+    stream = _Stream(data, gz, case=case, name=name)
+    head = bytearray(540)
+    got = stream.read_into(memoryview(head))
+    klass: type | None = None
+    if got >= 348 and bytes(head[344:348]) == b"n+1\x00":
+        klass = nib.Nifti1Header
+    elif got >= 540 and bytes(head[4:8]) == b"n+2\x00":
+        klass = nib.Nifti2Header
+    if klass is None:
+        what = "gzip data that is not" if gz else "not"
+        raise NiftiBytesError(f"{what} a single-file NIfTI image (no n+1/n+2 magic); expected .nii or .nii.gz",
+                              case=case, path=name)
+    size = klass.sizeof_hdr  # type: ignore[attr-defined]
+    try:
+        hdr = klass(binaryblock=bytes(head[:size]), check=True)
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = np.dtype(hdr.get_data_dtype())
+        offset = int(hdr.get_data_offset())
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for a bad header
+        raise NiftiBytesError(f"cannot read the NIfTI header ({type(err).__name__}: {err})", case=case,
+                              path=name) from err
+    if not shape or any(s < 1 for s in shape) or dtype.itemsize == 0 or offset < size:
+        raise NiftiBytesError(f"NIfTI header announces an empty or invalid image (shape {shape}, data type "
+                              f"{dtype}, data offset {offset})", case=case, path=name)
+    nvox = math.prod(shape)
+    if max_voxels is not None and nvox > max_voxels:
+        raise NiftiBytesError(f"image of shape {shape} holds {nvox} voxels, over the limit of {max_voxels} "
+                              "voxels per volume", kind="too_large", case=case, path=name)
+    need = offset + nvox * dtype.itemsize
+    if max_size is not None and need > max_size:
+        raise NiftiBytesError(f"image of shape {shape} ({dtype}) needs {need} bytes, over the limit of "
+                              f"{max_size} bytes per file", kind="too_large", case=case, path=name)
+    buf = bytearray(need)
+    k = min(got, need)
+    buf[:k] = head[:k]
+    if need > got:
+        more = stream.read_into(memoryview(buf)[got:])
+        if got + more < need:
+            what = "truncated gzip data" if gz else "file truncated"
+            raise NiftiBytesError(f"{what}: {got + more} bytes of the {need} its header announces",
+                                  case=case, path=name)
+    array: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=buf, offset=offset, order="F")
+    slope, inter = hdr.get_slope_inter()
+    if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
+        array = array.astype(np.float32) * np.float32(slope) + np.float32(inter or 0.0)
+    elif dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+        array = array.astype(dtype.newbyteorder("="))
+    return _drop_singleton_4th(_as_float32(array)), np.asarray(hdr.get_best_affine(), dtype=np.float64), hdr

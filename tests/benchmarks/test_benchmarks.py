@@ -1,0 +1,37 @@
+"""The benchmarks run (on tiny inputs); their timings are not tested, only that they are produced
+and that what they compare agrees (same maps, same label maps, a warm cache computes nothing)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_benchmarks_run_on_tiny_input(tmp_path):
+    case = Path(os.environ.get("SINGR_BRATS_CASE", ROOT.parent / "shared" / "data" / "brats-case"))
+    if not (case / "seg.nii.gz").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"real BraTS case not found at {case}")
+        pytest.skip("real BraTS case not found")
+    out = tmp_path / "RESULTS.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--tiny", "--repeats", "1",
+                        "--case", str(case), "--out", str(out)], capture_output=True, text=True, timeout=900,
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    for needle in ("fast engine (default)", "reference engine", "bitwise equal", "samples/s", "peak RSS",
+                   "HTTP endpoint", "in-process (`singr predict`)", "cold (empty)", "warm (second run)"):
+        assert needle in text
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["infer"]["labels_equal"] is True  # the endpoint returns what singr predict writes
+    assert res["sweep_maps"]["warm_computed"] == 0 and res["sweep_maps"]["cold_computed"] > 0
+    assert res["sweep_maps"]["warm_cached"] == res["sweep_maps"]["cold_computed"]
+    assert "| TC |" in text and "| WT |" in text and "| ET |" in text

@@ -1,0 +1,424 @@
+"""The HTTP inference endpoint (serve/): real HTTP on loopback against a Ray Serve app.
+
+CPU only. A tiny checkpoint is trained here (smoke config); the application is started
+once per module on a free port of 127.0.0.1 in a Ray instance of its own (never
+``ray stop``), and shut down at the end. The real BraTS case is read from
+$SINGR_BRATS_CASE (default <repo>/../shared/data/brats-case); with $CI set a missing
+case fails the test instead of skipping it.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import inspect
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+import types
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve")
+httpx = pytest.importorskip("httpx")
+
+REPO = Path(__file__).resolve().parents[2]
+CASE_DIR = Path(os.environ.get("SINGR_BRATS_CASE") or REPO.parent / "shared" / "data" / "brats-case")
+MODS_2020 = ("flair", "t1", "t1ce", "t2")
+MODS_2023 = ("t2f", "t1n", "t1c", "t2w")
+BRATS_LABELS = {"brats2020": {0, 1, 2, 4}, "brats2023": {0, 1, 2, 3}}
+UPLOAD_LIMIT_MB = 16
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_smoke(work: Path) -> None:
+    """``singr synth -c smoke.yaml && singr train -c smoke.yaml`` in ``work``, in-process (the
+    imports are shared with the test, which saves tens of seconds on 2 cores)."""
+    from singr.config import load_config
+    from singr.data.synth import synthesize_dataset
+    from singr.engine.trainer import fit
+
+    cfg = load_config("smoke.yaml", [f"data.root={work / 'data' / 'smoke'}", f"output_dir={work / 'runs' / 'smoke'}"])
+    s = cfg.synth
+    synthesize_dataset(Path(cfg.data.root), n_cases=int(s.n_cases), shape=tuple(s.shape), seed=int(s.seed),
+                       progress=False)
+    fit(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A smoke checkpoint trained here, and one small synthetic case of its data set."""
+    reuse = os.environ.get("SINGR_SERVE_TEST_WORKDIR")  # developer shortcut: a folder already trained here
+    if reuse and (Path(reuse) / "runs" / "smoke" / "checkpoints" / "best.safetensors").is_file():
+        work = Path(reuse)
+    else:
+        work = tmp_path_factory.mktemp("serve_train")
+        _train_smoke(work)
+    ckpt = work / "runs" / "smoke" / "checkpoints" / "best.safetensors"
+    assert ckpt.is_file()
+    case = sorted(p for p in (work / "data" / "smoke").iterdir() if p.is_dir() and p.name.startswith("BraTS"))[0]
+    files = {m: (case / f"{case.name}_{m}.nii.gz").read_bytes() for m in MODS_2020}
+    return {"checkpoint": ckpt, "small": files, "small_dir": case, "work": work}
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """Base URL of the running application (checkpoint model)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray import serve
+
+    from serve.app import make_app
+
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             namespace="singr-serve-test")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = make_app(
+            {"model": str(trained["checkpoint"]), "max_upload_mb": UPLOAD_LIMIT_MB, "max_batch_size": 8,
+             "batch_wait_timeout_s": 0.1, "roi_size": [256, 256, 160], "num_threads": 2},
+            {"num_replicas": 1, "max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.5}})
+        serve.run(app, name="singr", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        seen = []
+        deadline = time.time() + 120
+        with httpx.Client(timeout=30) as c:
+            while time.time() < deadline:
+                r = c.get(base + "/v1/health")
+                seen.append(r.status_code)
+                if r.status_code == 200:
+                    break
+                time.sleep(0.3)
+        assert seen and seen[-1] == 200, f"never ready: {seen}"
+        assert set(seen) <= {200, 503}, seen
+        yield {"base": base, "port": port, "trained": trained}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _post(base: str, files, params=None, timeout=300, **kw) -> httpx.Response:
+    return httpx.post(base + "/v1/segment", files=files, params=params, timeout=timeout, **kw)
+
+
+def _as_files(mapping: dict[str, bytes], names: dict[str, str] | None = None):
+    """httpx multipart list: field = modality, file name = names[m] or '<m>.nii.gz'."""
+    return [(m, ((names or {}).get(m, f"{m}.nii.gz"), data, "application/gzip")) for m, data in mapping.items()]
+
+
+def _nii_bytes(array: np.ndarray, affine: np.ndarray | None = None, gz: bool = True) -> bytes:
+    img = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine)
+    raw = img.to_bytes()
+    return gzip.compress(raw, compresslevel=1) if gz else raw
+
+
+def _load_nii(data: bytes) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(data))
+
+
+def _check_label_map(r: httpx.Response, shape, affine, convention: str) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/gzip"
+    img = _load_nii(r.content)
+    arr = np.asarray(img.dataobj)
+    assert arr.shape == tuple(shape)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    assert set(np.unique(arr).tolist()) <= BRATS_LABELS[convention]
+    vols = json.loads(r.headers["x-volumes-ml"])
+    assert set(vols) == {"TC", "WT", "ET"}
+    for n, v in vols.items():
+        assert float(r.headers[f"x-volume-{n.lower()}-ml"]) == pytest.approx(v, abs=1e-3)
+        assert v >= 0
+    return arr
+
+
+# --------------------------------------------------------------------------- good requests
+
+def _real_case() -> Path:
+    if not all((CASE_DIR / f"{m}.nii.gz").is_file() for m in MODS_2023):
+        msg = f"real BraTS case not found in {CASE_DIR} (set SINGR_BRATS_CASE)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return CASE_DIR
+
+
+@pytest.mark.realdata
+def test_segment_real_case(server):
+    case = _real_case()
+    files = [(f"upload{i}", (f"{m}.nii.gz", (case / f"{m}.nii.gz").read_bytes(), "application/gzip"))
+             for i, m in enumerate(MODS_2023)]  # modality from the file name (BraTS 2023 names)
+    ref = nib.load(str(case / "t1n.nii.gz"))
+    t0 = time.perf_counter()
+    r = _post(server["base"], files, params={"label_convention": "brats2023"})
+    dt = time.perf_counter() - t0
+    arr = _check_label_map(r, ref.shape, ref.affine, "brats2023")
+    assert r.headers["x-label-convention"] == "brats2023"
+    img = _load_nii(r.content)
+    assert img.header.get_zooms()[:3] == pytest.approx(ref.header.get_zooms()[:3])
+    print(f"\n[serve] full-size case {ref.shape}: {dt:.2f} s end to end; labels {np.unique(arr).tolist()}; "
+          f"volumes {r.headers['x-volumes-ml']}")
+
+
+def test_json_and_signed_outputs(server):
+    small = server["trained"]["small"]
+    ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+    r = _post(server["base"], _as_files(small), params={"output": "json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["volumes_ml"]) == {"TC", "WT", "ET"}
+    assert body["shape"] == list(ref.shape)
+    assert body["model"]["name"] == "best" and body["model"]["architecture"] == "unet3d"
+    assert body["model"]["lambda"] == pytest.approx(0.5)
+
+    r = _post(server["base"], _as_files(small), params={"output": "signed"})
+    assert r.status_code == 200, r.text
+    img = _load_nii(r.content)
+    sig = np.asarray(img.dataobj)
+    assert sig.shape == tuple(ref.shape) + (3,)
+    assert np.isfinite(sig).all() and sig.min() >= -1 and sig.max() <= 1
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
+
+    # the label map agrees with the signed maps (region = signed >= 0), BraTS 2020 labels
+    r = _post(server["base"], _as_files(small))
+    lab = _check_label_map(r, ref.shape, ref.affine, "brats2020")
+    assert ((lab > 0) == (sig >= 0).any(-1)).mean() > 0.999
+
+
+def test_one_4d_file_and_2023_names(server):
+    small = server["trained"]["small"]
+    arrays = [np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(small[m])).dataobj) for m in MODS_2020]
+    ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+    four = _nii_bytes(np.stack(arrays, -1).astype(np.float32), ref.affine)
+    r = _post(server["base"], [("image", ("case.nii.gz", four, "application/gzip"))])
+    a = _check_label_map(r, ref.shape, ref.affine, "brats2020")
+    # raw body, and the same scans under BraTS 2023 field names, give the same labels
+    r2 = httpx.post(server["base"] + "/v1/segment", content=four, headers={"content-type": "application/gzip"},
+                    timeout=120)
+    np.testing.assert_array_equal(_check_label_map(r2, ref.shape, ref.affine, "brats2020"), a)
+    # BraTS 2023 names: the labels come back in the 2023 convention (ET = 3), same regions
+    r3 = _post(server["base"], [(m23, ("x.nii.gz", small[m], "application/gzip"))
+                                for m, m23 in zip(MODS_2020, MODS_2023)])
+    b = _check_label_map(r3, ref.shape, ref.affine, "brats2023")
+    assert r3.headers["x-label-convention"] == "brats2023"
+    np.testing.assert_array_equal(np.where(b == 3, 4, b), a)
+
+
+def test_odd_but_valid_inputs(server):
+    """Uncompressed .nii uploads, integer data and a volume smaller than the network's window."""
+    rng = np.random.default_rng(1)
+    aff = np.diag([0.9, 0.9, 2.5, 1.0])
+    tiny = {m: _nii_bytes((rng.random((3, 5, 2)) * 100).astype(np.int16), aff, gz=False) for m in MODS_2020}
+    r = _post(server["base"], [(m, (f"{m}.nii", d, "application/octet-stream")) for m, d in tiny.items()])
+    _check_label_map(r, (3, 5, 2), aff, "brats2020")
+
+
+def test_health_model_and_docs(server):
+    base = server["base"]
+    h = httpx.get(base + "/v1/health", timeout=30)
+    assert h.status_code == 200 and h.json()["status"] == "ready"
+    m = httpx.get(base + "/v1/model", timeout=30).json()
+    for key in ("name", "version", "lambda", "delta", "gamma", "architecture", "modalities", "spacing"):
+        assert key in m, key
+    assert m["modalities"] == list(MODS_2020) and m["modalities_brats2023"] == list(MODS_2023)
+    assert m["architecture"] == "unet3d" and m["region_names"] == ["TC", "WT", "ET"]
+    spec = httpx.get(base + "/openapi.json", timeout=30).json()
+    assert {"/v1/segment", "/v1/health", "/v1/model"} <= set(spec["paths"])
+    assert httpx.get(base + "/docs", timeout=30).status_code == 200
+
+
+def test_health_is_503_until_loaded(trained, monkeypatch):
+    """In-process (no Ray): the replica answers 503 while its model loads, 200 after."""
+    import serve.app as sa
+
+    gate = threading.Event()
+    real = sa.load_model
+
+    def slow_load(*a, **k):
+        gate.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sa, "load_model", slow_load)
+    # the user class under Serve's ingress wrapper (whose __init__ is async)
+    cls = next(c for c in sa.SingrSegmenter.func_or_class.__mro__
+               if "_load" in vars(c) and not inspect.iscoroutinefunction(vars(c)["__init__"]))
+    obj = cls(model=str(trained["checkpoint"]), device="cpu")
+    r = asyncio.run(obj.health())
+    assert r.status_code == 503 and json.loads(r.body)["error"] == "loading"
+    request = types.SimpleNamespace(headers={})
+    assert asyncio.run(obj.model(request)).status_code == 503
+    gate.set()
+    deadline = time.time() + 60
+    while obj.loaded is None and obj.load_error is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert asyncio.run(obj.health())["status"] == "ready"
+    # a source that cannot load stays 503 with the reason
+    bad = cls(model=str(trained["work"] / "nope.safetensors"))
+    deadline = time.time() + 60
+    while bad.load_error is None and time.time() < deadline:
+        time.sleep(0.1)
+    r = asyncio.run(bad.health())
+    assert r.status_code == 503 and "not found" in json.loads(r.body)["detail"]
+    with pytest.raises(RuntimeError, match="failed to load"):  # Serve's health check marks it unhealthy
+        bad.check_health()
+    obj.check_health()
+
+
+# --------------------------------------------------------------------------- bad requests
+
+def _bad_cases(small: dict[str, bytes]) -> list[tuple[str, dict, int, str]]:
+    ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+    aff = ref.affine
+    vol = np.asarray(ref.dataobj).astype(np.float32)
+    nan = vol.copy()
+    nan[1, 2, 3] = np.nan
+    shifted = aff.copy()
+    shifted[0, 3] += 5.0
+    raw_nii = gzip.decompress(small["t2"])
+    three = {m: small[m] for m in MODS_2020[:3]}
+
+    def files(**over):
+        d = dict(small)
+        d.update(over)
+        return {"files": _as_files({k: v for k, v in d.items() if v is not None})}
+
+    return [
+        ("not a NIfTI", {"files": _as_files({**three, "t2": b"this is not an image" * 100})}, 415, "NIfTI"),
+        ("named .gz, not gzip", {"files": _as_files({**three, "t2": raw_nii})}, 415, "not gzip"),
+        ("corrupt gzip", {"files": _as_files({**three, "t2": small["t2"][:200]})}, 415, "gzip"),
+        ("gzip of text", {"files": _as_files({**three, "t2": gzip.compress(b"hello" * 200)})}, 415, "NIfTI"),
+        ("missing modality", {"files": _as_files(three)}, 422, "missing modalities ['t2']"),
+        ("extra unknown modality", files(dwi=small["t2"]), 422, "cannot tell which modality"),
+        ("modality twice", files(t2f=small["flair"]), 422, "given twice"),
+        ("shapes disagree", files(t2=_nii_bytes(vol[:, :, :-2], aff)), 422, "shape"),
+        ("affines disagree", files(t2=_nii_bytes(vol, shifted)), 422, "affine"),
+        ("2-D image", files(t2=_nii_bytes(vol[:, :, 0], aff)), 422, "2-D"),
+        ("NaN voxels", files(t2=_nii_bytes(nan, aff)), 422, "NaN"),
+        ("text field", {"files": _as_files(three), "data": {"t2": "hello"}}, 422, "not a file"),
+        ("no files", {"content": b"--b--\r\n", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+         422, "no files"),
+        ("wrong content type", {"json": {"flair": "x"}}, 415, "multipart"),
+        ("4-D with 2 channels", {"files": [("image", ("x.nii.gz", _nii_bytes(np.stack([vol, vol], -1), aff),
+                                                     "application/gzip"))]}, 422, "4-D with 4 channels"),
+        ("over the size limit", {"files": _as_files({**three, "t2": os.urandom((UPLOAD_LIMIT_MB + 1) << 20)})},
+         413, "limit"),
+        ("bad output option", {"files": _as_files(small), "params": {"output": "png"}}, 422, "output"),
+    ]
+
+
+def test_bad_inputs_get_4xx_and_server_keeps_serving(server):
+    small = server["trained"]["small"]
+    for name, kw, status, text in _bad_cases(small):
+        kw = dict(kw)
+        files = kw.pop("files", None)
+        params = kw.pop("params", None)
+        r = httpx.post(server["base"] + "/v1/segment", files=files, params=params, timeout=120, **kw)
+        assert r.status_code == status, f"{name}: {r.status_code} {r.text[:300]}"
+        body = r.json()
+        msg = json.dumps(body)
+        assert text.lower() in msg.lower(), f"{name}: {msg}"
+        if status != 422 or "detail" in body and isinstance(body["detail"], str):
+            assert body.get("error") and body.get("detail"), f"{name}: {body}"
+    ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+    _check_label_map(_post(server["base"], _as_files(small)), ref.shape, ref.affine, "brats2020")
+    assert httpx.get(server["base"] + "/v1/health", timeout=30).status_code == 200
+
+
+# --------------------------------------------------------------------------- load
+
+def test_concurrent_load(server):
+    """8 concurrent clients x 4 requests each of a small case: all 200 and correct."""
+    small = server["trained"]["small"]
+    ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+    expected = np.asarray(_load_nii(_post(server["base"], _as_files(small)).content).dataobj)
+    before = httpx.get(server["base"] + "/v1/health", timeout=30).json()
+
+    def client(_: int) -> list[float]:
+        times = []
+        with httpx.Client(timeout=300) as c:
+            for _ in range(4):
+                t0 = time.perf_counter()
+                r = c.post(server["base"] + "/v1/segment", files=_as_files(small))
+                times.append(time.perf_counter() - t0)
+                arr = _check_label_map(r, ref.shape, ref.affine, "brats2020")
+                np.testing.assert_array_equal(arr, expected)
+        return times
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        lat = sorted(t for ts in pool.map(client, range(8)) for t in ts)
+    wall = time.perf_counter() - t0
+    after = httpx.get(server["base"] + "/v1/health", timeout=30).json()
+    assert len(lat) == 32
+    p50 = statistics.median(lat)
+    p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+    print(f"\n[serve] load test 8 clients x 4 requests {ref.shape}: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+          f"wall {wall:.1f} s, {32 / wall:.1f} req/s; forward batches {after['batches'] - before['batches']}, "
+          f"largest batch {after['largest_batch']}")
+
+
+# --------------------------------------------------------------------------- MLflow registry
+
+def test_load_from_mlflow_registry(server, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    from ray import serve
+
+    from serve.app import make_app
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.create_experiment("serve-test", artifact_location=(tmp_path / "artifacts").as_uri())
+
+        class Wrapper(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                return model_input
+
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.pyfunc.log_model(name="model", python_model=Wrapper(),
+                                           artifacts={"checkpoint": str(server["trained"]["checkpoint"])},
+                                           pip_requirements=["mlflow"], registered_model_name="singr-test")
+        client = MlflowClient(tracking_uri=uri)
+        version = info.registered_model_version or client.search_model_versions("name='singr-test'")[0].version
+        client.set_registered_model_alias("singr-test", "champion", str(version))
+    finally:
+        mlflow.set_tracking_uri(None)
+
+    base = server["base"] + "/registry"
+    serve.run(make_app({"model": "singr-test@champion", "tracking_uri": uri}, {"ray_actor_options": {"num_cpus": 0.5}}),
+              name="registry", route_prefix="/registry")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = httpx.get(base + "/v1/health", timeout=30)
+            if r.status_code == 200 or (r.status_code == 503 and r.json().get("error") == "model failed to load"):
+                break
+            time.sleep(0.3)
+        assert r.status_code == 200, r.text
+        m = httpx.get(base + "/v1/model", timeout=30).json()
+        assert m["source"] == "mlflow" and m["name"] == "singr-test" and m["alias"] == "champion"
+        assert m["version"] == str(version) and m["architecture"] == "unet3d"
+        small = server["trained"]["small"]
+        ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+        r = httpx.post(base + "/v1/segment", files=_as_files(small), timeout=120)
+        _check_label_map(r, ref.shape, ref.affine, "brats2020")
+        assert r.headers["x-model-name"] == "singr-test" and r.headers["x-model-version"] == str(version)
+    finally:
+        serve.delete("registry")

@@ -1,0 +1,213 @@
+"""Typed service sections of a config: ``tune``, ``experiment`` and ``mlflow``.
+
+:class:`ServiceConfig` extends singr's :class:`~singr.config.SingrConfig` with these three
+sections, typed, and with the checks that span sections (an ASHA rung must fall on a
+validation epoch; every grid variant must give a valid config). The values and their
+comments live in ``configs/brats.yaml`` like the rest. ``load_service_config`` is
+``singr.config.load_config`` with this schema. Nothing here imports Ray or MLflow, so a
+bad config is reported before any cluster work starts.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from singr.config import SingrConfig, apply_overrides, load_config, validate_config
+from singr.config.schema import PosInt, Section, UnitFloat
+from singr.errors import SingrConfigError
+from singr.models import MODELS
+
+__all__ = ["TuneSection", "AshaSection", "VariantSpec", "ExperimentSection", "MlflowSection", "ServiceConfig",
+           "load_service_config", "SLUG", "VAL_METRICS"]
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+PosFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Range = Annotated[list[float], Field(min_length=2, max_length=2)]
+VAL_METRICS = ("Dice_mean", "HD95_mean", "IoU_mean", "LesionDice_mean", "LesionHD95_mean")
+
+
+def _check_range(v: list[float] | None, lo: float, hi: float, lo_open: bool, hi_open: bool, text: str
+                 ) -> list[float] | None:
+    if v is None:
+        return v
+    a, b = float(v[0]), float(v[1])
+    for x in (a, b):
+        if (x <= lo if lo_open else x < lo) or (x >= hi if hi_open else x > hi):
+            raise ValueError(f"both bounds must lie in {text}")
+    if a > b:
+        raise ValueError(f"low {a} is greater than high {b}")
+    return [a, b]
+
+
+class AshaSection(Section):
+    grace_period: PosInt = Field(description="epochs every trial runs before it can be stopped; "
+                                 "a multiple of train.val_every")
+    reduction_factor: Annotated[float, Field(gt=1.0)] = Field(description="keep the top 1/reduction_factor at a rung")
+
+
+class TuneSection(Section):
+    mode: Literal["search", "grid"]
+    name: Optional[str]
+    storage_path: str
+    seed: int
+    train_overrides: list[str]
+    num_samples: PosInt
+    max_concurrent: Optional[PosInt]
+    lam_grid: Annotated[list[UnitFloat], Field(min_length=1)]
+    delta: Range
+    gamma: Range
+    lr: Optional[Range]
+    models: Optional[Annotated[list[Literal[MODELS]], Field(min_length=1)]]  # type: ignore[valid-type]
+    num_workers: PosInt
+    cpus_per_worker: PosFloat
+    gpus_per_worker: Optional[NonNegFloat]
+    map_actors: Optional[PosInt]
+    map_cpus: PosFloat
+    map_gpus: NonNegFloat
+    max_failures: Annotated[int, Field(ge=0, le=100)] = Field(
+        description="worker failures a trial recovers from (bounded: -1, 'forever', is refused)")
+    asha: AshaSection
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v: list[float]) -> list[float]:
+        return _check_range(v, 0.0, 1.0, False, True, "[0, 1)")  # type: ignore[return-value]
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, v: list[float]) -> list[float]:
+        return _check_range(v, 0.0, float("inf"), False, True, "[0, inf)")  # type: ignore[return-value]
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: list[float] | None) -> list[float] | None:
+        return _check_range(v, 0.0, float("inf"), True, True, "(0, inf)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not SLUG.match(v):
+            raise ValueError("expected a short name of letters, digits, '_', '.' or '-' (it names a folder)")
+        return v
+
+
+class VariantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    label: Optional[str] = None
+    set: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError("expected a short name of letters, digits, '_', '.' or '-' (it names folders and "
+                             "MLflow params)")
+        return v
+
+
+class ExperimentSection(Section):
+    seeds: Annotated[list[int], Field(min_length=1)]
+    variants: list[VariantSpec]
+    baseline: Optional[str]
+    highlight: Optional[str]
+    architectures: list[Literal[MODELS]]  # type: ignore[valid-type]
+    eval_split: Literal["test", "train"] = Field(description="not val: val picks each run's best checkpoint")
+    overlay_cases: Annotated[int, Field(ge=0)]
+    notes: Optional[str]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("expected a non-empty list of distinct integers")
+        return v
+
+
+class MlflowSection(Section):
+    tracking_uri: Optional[str]
+    experiment: str
+    registered_model: str
+    alias: str
+    promote: Literal["better", "always", "never"]
+
+
+class ServiceConfig(SingrConfig):
+    """A config with typed service sections (see the module docstring)."""
+
+    tune: TuneSection  # type: ignore[assignment]
+    experiment: Optional[ExperimentSection]  # type: ignore[assignment]
+    mlflow: MlflowSection  # type: ignore[assignment]
+
+    def sweep_val_every(self) -> int:
+        """``train.val_every`` of the sweep's trials: after ``tune.train_overrides``."""
+        val_every = int(self.train.val_every)
+        for text in self.tune.train_overrides:
+            key, _, value = text.partition("=")
+            if key.strip() == "train.val_every":
+                try:
+                    val_every = int(value)
+                except ValueError:
+                    raise ValueError(f"tune.train_overrides: {text!r}; expected train.val_every=<epochs>") from None
+        return val_every
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> "ServiceConfig":
+        t = self.tune
+        val_every = self.sweep_val_every()
+        if t.mode == "search" and t.asha.grace_period % val_every:
+            raise ValueError(f"tune.asha.grace_period = {t.asha.grace_period} is not a multiple of train.val_every "
+                             f"= {val_every} (after tune.train_overrides); ASHA compares trials at validation "
+                             "epochs only")
+        if t.mode == "search" and float(t.asha.reduction_factor) != int(t.asha.reduction_factor):
+            raise ValueError(f"tune.asha.reduction_factor = {t.asha.reduction_factor}; expected a whole number, so "
+                             "that every rung falls on a validation epoch")
+        if t.mode == "grid":
+            if self.experiment is None or not self.experiment.variants:
+                raise ValueError("tune.mode = 'grid' needs experiment.variants (a non-empty list)")
+        if self.experiment is not None:
+            self._check_experiment(self.experiment)
+        return self
+
+    def _check_experiment(self, e: ExperimentSection) -> None:
+        names: list[str] = []
+        base = self.to_dict()
+        base.pop("experiment", None)
+        for i, v in enumerate(e.variants):
+            where = f"experiment.variants[{i}]"
+            if v.name in names:
+                raise ValueError(f"{where}.name = {v.name!r} is used twice; variant names must be unique")
+            names.append(v.name)
+            for text in v.set:
+                if text.split("=", 1)[0].strip().split(".")[0] in ("experiment", "tune", "mlflow"):
+                    raise ValueError(f"{where}.set: {text!r}; a variant may not change the experiment, tune or "
+                                     "mlflow sections")
+            try:
+                validate_config(apply_overrides(base, v.set), SingrConfig)
+            except SingrConfigError as err:
+                raise ValueError(f"{where}.set (variant {v.name!r}): {err.reason}") from None
+        for key in ("baseline", "highlight"):
+            val = getattr(e, key)
+            if val is not None and val not in names:
+                raise ValueError(f"experiment.{key} = {val!r} is not a variant name; variants: "
+                                 f"{', '.join(names) or 'none'}")
+        if e.architectures:
+            if not (e.baseline and e.highlight):
+                raise ValueError("experiment.architectures needs experiment.baseline and experiment.highlight "
+                                 "(each architecture runs both)")
+            if len(set(e.architectures)) != len(e.architectures):
+                raise ValueError(f"experiment.architectures = {e.architectures!r} names an architecture twice")
+            made = {f"{a}-{getattr(e, k)}" for a in e.architectures for k in ("baseline", "highlight")}
+            clash = sorted(made & set(names))
+            if clash:
+                raise ValueError(f"variant name {clash[0]!r} is also the name experiment.architectures gives an "
+                                 "architecture's run; rename the variant")
+
+
+def load_service_config(path: Any = None, overrides: Any = ()) -> ServiceConfig:
+    """:func:`singr.config.load_config` with the service schema."""
+    return load_config(path, overrides, schema=ServiceConfig)

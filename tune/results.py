@@ -1,0 +1,132 @@
+"""The sweep's results: one row per trial (trials.csv), the picture (sweep.png), the table.
+
+Every file is written under a temporary name and renamed (``singr.io``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from singr.io import atomic_path, write_text
+
+from .grid import is_grid
+from .plan import METRIC, TIME_ATTR, SweepPlan
+
+
+def interrupted(grid: Any, num_samples: int) -> bool:
+    """True when the sweep stopped (e.g. SIGINT) before all trials were created and ended."""
+    return len(grid) < num_samples or grid.num_terminated + grid.num_errors < len(grid)
+
+
+def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
+    """One row per trial: params, best/last Dice, epochs run, stopped early, checkpoint."""
+    epochs = int(plan.cfg.train.epochs)
+    split = plan.cfg.experiment.eval_split if is_grid(plan.cfg) and plan.cfg.experiment else None
+    prefix = f"{split}_" if split else "\0"  # a grid's evaluation metrics
+    from .plan import search_params
+
+    params = search_params(plan.cfg)
+    rows = []
+    for res in grid:
+        m = res.metrics or {}
+        df = res.metrics_dataframe
+        hist, ckpt = [], m.get("checkpoint_path")
+        if df is not None and len(df) and METRIC in df:  # (a grid's final test report has no val metric)
+            hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC]) if v == v}.items())
+        if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
+            ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
+        best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
+        ran = int(m.get(TIME_ATTR) or 0)
+        cfg = res.config or {}
+        row = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in params},
+               "val_Dice_best": best, "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
+               "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
+               "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
+               "checkpoint_path": ckpt, "history": hist, "worker_nodes": _last_str(df, m, "worker_nodes"),
+               **{k: float(v) for k, v in m.items() if k.startswith(prefix) and isinstance(v, (int, float))}}
+        rows.append(row)
+    rows.sort(key=lambda r: -_score(r["val_Dice_best"]))
+    return rows
+
+
+def _score(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else -1e9
+
+
+def _last_str(df: Any, m: dict[str, Any], key: str) -> str:
+    """The last non-empty value of a text column of a trial's results ('' when none)."""
+    if df is not None and len(df) and key in df:
+        vals = [str(v) for v in df[key].dropna() if str(v)]
+        if vals:
+            return vals[-1]
+    return str(m.get(key) or "")
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One row per trial (columns: the union of the rows' keys; not the epoch history), atomically."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "history")) or ["trial_id"]  # union: rows differ
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in keys})
+    return write_text(path, buf.getvalue())
+
+
+def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = [p for p in params if p not in ("model", "variant", "seed")]
+    fig, axes = plt.subplots(1, len(numeric) + 1, figsize=(4.2 * (len(numeric) + 1), 3.6), squeeze=False)
+    axes = axes[0]
+    for ax, p in zip(axes, numeric):
+        xs = [r[p] for r in rows if r[p] is not None]
+        ys = [r["val_Dice_best"] for r in rows if r[p] is not None]
+        cs = ["tab:red" if r["stopped_early"] else "tab:blue" for r in rows if r[p] is not None]
+        ax.scatter(xs, ys, c=cs)
+        ax.set_xlabel(p)
+        ax.set_ylabel("best val Dice (mean)")
+        if p == "lr":
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    ax = axes[-1]
+    for r in rows:
+        if r["history"]:
+            e, v = zip(*r["history"])
+            ax.plot(e, v, marker=".", ls="--" if r["stopped_early"] else "-",
+                    label=(f"{r['variant']} s{r['seed']}" if "variant" in r
+                           else f"{r['trial_id'][-5:]} λ={r.get('lam')}"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val Dice (mean)")
+    ax.set_title("per trial (dashed: stopped by ASHA)", fontsize=9)
+    if len(rows) <= 12:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.suptitle("SiNGR sweep (red: stopped early)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def format_table(rows: list[dict[str, Any]], params: list[str]) -> str:
+    head = ["trial", *params, "Dice(best)", "epochs", "stopped early"]
+    lines = []
+    for r in rows:
+        vals = [str(r["trial_id"])]
+        for p in params:
+            v = r.get(p)
+            vals.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        vals += [f"{r['val_Dice_best']:.4f}", str(r["epochs_run"]),
+                 "error" if r["error"] else ("yes" if r["stopped_early"] else "no")]
+        lines.append(vals)
+    widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in lines])

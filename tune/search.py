@@ -1,0 +1,138 @@
+"""Stage 3: the search. Ray Tune + OptunaSearch (seeded TPE) + ASHA on val_Dice_mean.
+
+A trial is :func:`tune.trainer.run_trial` with a tiny CPU share ({"cpu": 0.01}); its Train
+workers hold the real CPUs/GPUs. The number of concurrent trials is ``tune.max_concurrent``
+or what the cluster fits. The sweep lives in ``<storage_path>/<name>``; running the same
+command again restores an interrupted sweep (``Tuner.restore``): finished trials are kept,
+unfinished and errored ones resume from their latest Train checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from .config import ServiceConfig
+from .grid import expand_variants, is_grid
+from .plan import METRIC, MODE, TIME_ATTR, SweepPlan
+
+
+def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[int, float, float],
+                n_trials: int) -> int:
+    """tune.max_concurrent, else as many trials as the cluster fits, at most ``n_trials``."""
+    if cfg.tune.max_concurrent:
+        return int(cfg.tune.max_concurrent)
+    n, cpw, gpw = scale
+    fit = int(float(resources.get("CPU", 1.0)) / max(n * cpw, 1e-9) + 1e-9)
+    if gpw > 0:
+        fit = min(fit, int(float(resources.get("GPU", 0.0)) / (n * gpw) + 1e-9))
+    return max(1, min(fit, int(n_trials)))
+
+
+def grid_space(cfg: ServiceConfig) -> dict[str, Any]:
+    """Every variant x seed of ``cfg.experiment`` (Tune's grid search, one trial each)."""
+    from ray import tune
+
+    assert cfg.experiment is not None
+    return {"variant": tune.grid_search([v.name for v in expand_variants(cfg)]),
+            "seed": tune.grid_search([int(s) for s in cfg.experiment.seeds])}
+
+
+def search_space(cfg: ServiceConfig) -> dict[str, Any]:
+    """lambda from tune.lam_grid (categorical), delta and gamma uniform in their ranges;
+    lr log-uniform and the architecture when tune.lr / tune.models are set."""
+    from ray import tune
+
+    t = cfg.tune
+    space: dict[str, Any] = {"lam": tune.choice([float(v) for v in t.lam_grid]),
+                             "delta": tune.uniform(*map(float, t.delta)),
+                             "gamma": tune.uniform(*map(float, t.gamma))}
+    if t.lr:
+        space["lr"] = tune.loguniform(*map(float, t.lr))
+    if t.models:
+        space["model"] = tune.choice(list(t.models))
+    return space
+
+
+class Progress(Callback):
+    """The sweep's own progress on the terminal: one line per finished trial with a bar of
+    trials done and the best so far (Ray's trial tables are off)."""
+
+    def __init__(self, n_trials: int, params: list[str], epochs: int, width: int = 20):
+        self.n, self.params, self.epochs, self.width = int(n_trials), list(params), int(epochs), width
+        self.done = 0
+        self.best: tuple[float, str] | None = None
+        self.t0 = time.time()
+
+    def _line(self, trial: Any, what: str) -> None:
+        self.done += 1
+        filled = int(round(self.width * self.done / max(self.n, 1)))
+        bar = "#" * filled + "." * (self.width - filled)
+        r = trial.last_result or {}
+        score = r.get("best_val_Dice_mean", r.get(METRIC))
+        if isinstance(score, (int, float)) and (self.best is None or score > self.best[0]):
+            self.best = (float(score), trial.trial_id)
+        ps = ", ".join(f"{p}={trial.config[p]:.3g}" if isinstance(trial.config.get(p), float) else
+                       f"{p}={trial.config.get(p)}" for p in self.params if p in trial.config)
+        got = f"val Dice {score:.4f}" if isinstance(score, (int, float)) else "no validation"
+        best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
+        print(f"[tune] [{bar}] {self.done}/{self.n} trial {trial.trial_id} {what} after {r.get('epoch', 0)} "
+              f"epoch(s), {got} ({ps}); {best}; {time.time() - self.t0:.0f} s", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        r = trial.last_result or {}
+        stopped = int(r.get("epoch", 0)) < self.epochs
+        self._line(trial, "stopped by ASHA" if stopped else "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, "FAILED")
+
+
+def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
+    from ray import tune
+
+    from .trainer import run_trial
+
+    fn = tune.with_parameters(run_trial, base_cfg=plan.cfg, trials_dir=str(plan.trials_dir),
+                              train_storage=str(plan.sweep_dir / "train_runs"), scale=scale)
+    return tune.with_resources(fn, {"cpu": 0.01})
+
+
+def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
+               callbacks: list[Any], resume: bool = True) -> tuple[Any, bool]:
+    """Fit (or restore and finish) the sweep; returns (ResultGrid, restored)."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = make_trainable(plan, scale)
+    if resume and tune.Tuner.can_restore(str(plan.sweep_dir)):
+        tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        return tuner.fit(), True
+    t = plan.cfg.tune
+    run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path), callbacks=list(callbacks),
+                                verbose=0)
+    if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
+        tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
+                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),
+                           run_config=run_config)
+        return tuner.fit(), False
+    searcher = OptunaSearch(metric=METRIC, mode=MODE,
+                            sampler=optuna.samplers.TPESampler(seed=int(t.seed)))
+    epochs = int(plan.cfg.train.epochs)
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=epochs,
+                              grace_period=min(int(t.asha.grace_period), epochs),
+                              reduction_factor=float(t.asha.reduction_factor))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(plan.cfg),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples),
+                                    max_concurrent_trials=int(max_concurrent)),
+        run_config=run_config,
+    )
+    return tuner.fit(), False
+
+
