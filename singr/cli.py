@@ -74,8 +74,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     n = args.n_cases or int(s.n_cases)
     shape = tuple(args.shape or s.shape)
     seed = int(s.seed if args.seed is None else args.seed)
-    paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet)
-    print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}) in {out}")
+    amb = float(s.ambiguity if args.ambiguity is None else args.ambiguity)
+    paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet, ambiguity=amb)
+    print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}, ambiguity {amb:g}) in {out}")
     return 0
 
 
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-cases", type=int, help="number of cases (default: synth.n_cases)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="volume shape (default: synth.shape)")
     p.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
+    p.add_argument("--ambiguity", type=float, help="0 (crisp borders) .. 1 (infiltrative borders, rater "
+                   "variability); default synth.ambiguity")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 

@@ -124,3 +124,55 @@ def comparison_png(path: str | Path, rows: Sequence[dict], region_names: Sequenc
             else:
                 _draw_contours(ax, img, {1: row["gt"], 2: row["hard"], 3: row["singr"]}[j], region_names, sl)
     return _save_with_legend(fig, path, region_names, (0, 0.03, 1, 1), dpi=80)
+
+
+def ambiguity_png(path: str | Path, cases: list[dict], region_names: Sequence[str] = ("TC", "WT", "ET"),
+                  axis: int = 2) -> Path:
+    """One row per case, three panels: the FLAIR slice, the label contours on it, and the
+    signed map of WT as a heat map in [-1, 1] with its zero level; written atomically.
+
+    Each case is ``{"title": str, "image" (C, X, Y, Z), "regions" (R, X, Y, Z) bool, "signed"
+    (X, Y, Z) float in [-1, 1]}`` (the WT map, e.g. from :func:`singr.sing.sing_map`); the
+    slice along ``axis`` is the one with the most tumour in that case's ``regions``. Meant for
+    synthetic cases at several ambiguity levels (:func:`singr.data.synth.synthesize_case`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not cases:
+        raise ValueError("cases must hold at least one case dict")
+    for i, case in enumerate(cases):
+        missing = [k for k in ("title", "image", "regions", "signed") if k not in case]
+        if missing:
+            raise ValueError(f"cases[{i}] lacks {', '.join(missing)}")
+        img, reg, sig = (np.asarray(case[k]) for k in ("image", "regions", "signed"))
+        if img.ndim != 4 or reg.ndim != 4 or reg.shape[1:] != img.shape[1:] or sig.shape != img.shape[1:]:
+            raise ValueError(f"cases[{i}]: image (C,X,Y,Z), regions (R,X,Y,Z) and signed (X,Y,Z) must agree, "
+                             f"got {img.shape}, {reg.shape}, {sig.shape}")
+        if reg.shape[0] != len(region_names):
+            raise ValueError(f"cases[{i}]: regions has {reg.shape[0]} channels but region_names has "
+                             f"{len(region_names)}")
+    cols = ["FLAIR", "label contours", "signed map (WT)"]
+    fig, axes = plt.subplots(len(cases), len(cols), figsize=(3.4 * len(cols), 3.3 * len(cases)), squeeze=False)
+    for i, case in enumerate(cases):
+        regions = np.asarray(case["regions"])
+        k = tumour_slice(regions, axis)
+
+        def sl(a: np.ndarray, k: int = k) -> np.ndarray:
+            return np.rot90(np.take(a, k, axis=axis))
+
+        img = sl(np.asarray(case["image"])[0])
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.set_axis_off()
+            ax.set_title(col if i == 0 else "", fontsize=9)
+            if j == 0:
+                ax.imshow(img, cmap="gray")
+                ax.text(2, 2, f"{case['title']} (slice {k})", color="w", fontsize=8, va="top")
+            elif j == 1:
+                _draw_contours(ax, img, regions, region_names, sl)
+            else:
+                _draw_signed(fig, ax, sl(np.asarray(case["signed"], dtype=float)))
+    return _save_with_legend(fig, path, region_names, (0, 0.03, 1, 1), dpi=80)

@@ -133,6 +133,8 @@ class SynthConfig(Section):
     n_cases: PosInt
     shape: Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=3, max_length=3)]
     seed: int
+    ambiguity: UnitFloat = Field(description="0: crisp label borders; 1: infiltrative borders, partial-volume "
+                                 "edges and per-case rater variability")
 
 
 class SingrConfig(BaseModel):

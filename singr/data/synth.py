@@ -8,6 +8,12 @@ bright on t1ce) and oedema (label 2, bright on flair and t2). Some cases have no
 enhancing tumour or a small tumour. Imaging effects: partial-volume blur, a smooth
 multiplicative bias field, Rician noise; annotation jitter flips a few label-boundary
 voxels.
+
+``ambiguity`` in [0, 1] (0: the historical generator, bit for bit) makes the borders
+ambiguous, as the SiNGR paper's hard cases are: infiltrative oedema fading into the tissue,
+stronger partial-volume blur, and per-case "rater" variability of the drawn label (threshold
+level of the smooth membership, slice-wise 2-D annotation jitter); ``rater`` draws another
+annotation of the same case. See :func:`synthesize_case`.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from ..io import write_nifti
 from .readers.base import MODALITIES
@@ -79,17 +85,115 @@ def _jitter_labels(label: np.ndarray, rng: np.random.Generator, fraction: float)
     return out
 
 
-def synthesize_case(shape: Sequence[int] = (96, 96, 64), seed: int | Sequence[int] = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _check_ambiguity(ambiguity: float) -> float:
+    """``ambiguity`` as a float in [0, 1]; ValueError otherwise (also for NaN and booleans)."""
+    if isinstance(ambiguity, bool) or not isinstance(ambiguity, (int, float, np.integer, np.floating)):
+        raise ValueError(f"ambiguity must be a number in [0, 1], got {ambiguity!r}")
+    a = float(ambiguity)
+    if not 0.0 <= a <= 1.0:  # also rejects NaN
+        raise ValueError(f"ambiguity must be in [0, 1], got {ambiguity!r}")
+    return a
+
+
+def _sub_rng(seed: int | Sequence[int], *key: int) -> np.random.Generator:
+    """An independent stream for ``(seed, *key)``; the main stream ``default_rng(seed)`` is untouched."""
+    entropy = int(seed) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=tuple(int(k) for k in key)))
+
+
+def _signed_distance(level: np.ndarray) -> np.ndarray:
+    """Signed distance in voxels to the zero set of a smooth ``level`` (positive inside).
+
+    ``sign(level) max(|level| / |grad level|, c - 1)``: the first-order estimate (sub-voxel,
+    exact for planes and spheres) near the border; far from it, where the estimate collapses for
+    deformed levels, the chessboard distance ``c`` to the nearest voxel on the other side (a
+    lower bound of the Euclidean one) keeps far voxels far.
+    """
+    grads = np.gradient(level)
+    norm = np.sqrt(sum(g * g for g in grads))
+    first = np.abs(level) / np.maximum(norm, np.float32(1e-3))
+    inside = level > 0
+    cheb = np.where(inside, ndimage.distance_transform_cdt(inside, "chessboard"),
+                    ndimage.distance_transform_cdt(~inside, "chessboard")).astype(np.float32)
+    return (np.where(inside, 1, -1) * np.maximum(first, cheb - 1)).astype(np.float32, copy=False)
+
+
+# Ambiguity model (see synthesize_case): lengths in units of the core radius r_core, at ambiguity 1.
+_AMBIGUITY_KEY = 0x616D62  # sub-stream of the anatomy's soft borders
+_RATER_KEY = 0x726174      # sub-stream of one rater's drawing
+_REGIONS = ("wt", "tc", "ncr")
+_FADE = 0.3  # logistic width of the WT (oedema) membership
+_CORE_FADE = 0.35  # TC and necrosis widths relative to the WT width (the enhancing rim is sharper)
+_JITTER = 0.08  # sd of a slice's in-plane shift and of its dilation
+_LEVEL_SPREAD = 1.0  # sd of logit(threshold level), unitless
+
+
+def _rater_label(levels: dict[str, np.ndarray], widths: dict[str, np.ndarray | float], jitter: float,
+                 spread: float, rng: np.random.Generator, brain: np.ndarray, no_et: bool, no_ncr: bool
+                 ) -> np.ndarray:
+    """One rater's label map from the regions' signed levels (voxels, positive inside).
+
+    Region ``r`` is drawn where ``membership_r = sigmoid(level_r / width_r) > q``, i.e.
+    ``level_r > width_r logit(q)``, with one level ``logit(q) ~ N(0, spread^2)`` (clipped at
+    2.5 sd) per (case, rater); each axial slice ``k`` (last axis) is drawn as a 2-D annotator
+    would: its contour shifted in-plane by ``N(0, jitter^2)`` voxels per axis and dilated
+    (eroded when negative) by ``N(0, jitter^2)`` voxels, independently per slice and region.
+    Labels are composed as in the nominal case, then cut to the brain.
+    """
+    shape = brain.shape
+    logit_q = spread * float(np.clip(rng.standard_normal(), -2.5, 2.5))
+    x, y, z = (np.broadcast_to(g, shape) for g in _grid(shape))  # type: ignore[arg-type]
+    masks = {}
+    for r in _REGIONS:
+        dilate = jitter * np.asarray(rng.standard_normal(shape[2]), dtype=np.float32)
+        dx, dy = jitter * np.asarray(rng.standard_normal((2, shape[2])), dtype=np.float32)
+        shifted = ndimage.map_coordinates(levels[r], [x - dx, y - dy, z], order=1, mode="nearest")
+        masks[r] = shifted + dilate > np.asarray(widths[r], dtype=np.float32) * np.float32(logit_q)
+    label = np.zeros(shape, dtype=np.uint8)
+    label[masks["wt"]] = 2
+    if no_et:
+        label[masks["tc"]] = 1
+    elif no_ncr:
+        label[masks["tc"]] = 4
+    else:
+        label[masks["tc"]] = 4
+        label[masks["ncr"] & masks["tc"]] = 1
+    label[~brain] = 0
+    return label
+
+
+def synthesize_case(shape: Sequence[int] = (96, 96, 64), seed: int | Sequence[int] = 0, ambiguity: float = 0.0,
+                    *, rater: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic case.
 
     Returns ``image`` (4, X, Y, Z) float32 in canonical order (flair, t1, t1ce, t2),
     positive inside the brain and 0 outside, and ``label`` (X, Y, Z) uint8 with values in
-    {0, 1, 2, 4} (BraTS 2020), tumour inside the brain. Deterministic given ``seed``.
+    {0, 1, 2, 4} (BraTS 2020), tumour inside the brain. Deterministic given ``(seed, ambiguity, rater)``.
+
+    ``ambiguity`` in [0, 1] makes the borders fuzzy. 0 is the historical generator, bit for bit
+    (hard tissue classes, blur sigma 0.7, a few boundary voxels flipped; ``rater`` is then
+    ignored: every rater draws the same label). For ``a > 0`` the anatomy (same geometry and
+    noise as at 0) is described by smooth memberships ``m_r = sigmoid(d_r / w_r)`` of the
+    regions WT, TC and necrosis, ``d_r`` the signed distance (voxels) to the nominal border (no
+    voxel flips: as ``a -> 0`` the case tends to the legacy one without its flipped voxels):
+
+    * infiltrative oedema: ``w_WT = 0.3 a r_core exp(0.25 g)`` (``g`` a smooth unit field
+      clipped to [-2, 2], ``r_core`` the core radius), so the FLAIR/T2 brightness fades into
+      the tissue over a few ``w_WT``; ``w_TC = w_NCR = 0.35 * 0.3 a r_core``;
+    * partial volume: intensities are mixed by membership, then blurred with sigma ``0.7 + 0.8 a``;
+    * rater variability: the label thresholds the memberships at a level ``q`` drawn per case
+      and rater, ``logit(q) ~ N(0, a^2)``, and each axial slice (last axis) is shifted in-plane
+      and dilated or eroded by ``N(0, (0.08 a r_core)^2)`` voxels (see ``_rater_label``).
+
+    The image depends on ``seed`` and ``ambiguity`` only; the label's rater-specific draws come
+    from ``(seed, rater)`` (``rater=None`` is rater 0), so two raters of one case can be compared.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes >= 8, got {shape}")
+    a = _check_ambiguity(ambiguity)
+    if rater is not None and (isinstance(rater, bool) or not isinstance(rater, (int, np.integer)) or rater < 0):
+        raise ValueError(f"rater must be a non-negative int or None, got {rater!r}")
     rng = np.random.default_rng(seed)
     x, y, z = _grid(shape)  # type: ignore[arg-type]
     centre = np.array(shape, dtype=np.float32) / 2 + rng.uniform(-0.03, 0.03, 3) * np.array(shape)
@@ -131,9 +235,10 @@ def synthesize_case(shape: Sequence[int] = (96, 96, 64), seed: int | Sequence[in
     # in one piece around the tumour centre.
     dt = dist * np.exp(0.25 * _smooth_field(shape, rng, max(r_core, 2.0)))
     core = (dt < 1.0) & (dist < 1.6)
-    necro = dt < rng.uniform(0.45, 0.7) * np.exp(0.15 * _smooth_field(shape, rng, max(r_core / 2, 2.0)))
-    oedema = (dist * np.exp(0.3 * _smooth_field(shape, rng, max(r_core, 2.0))) < ed_factor) & \
-        (dist < 1.5 * ed_factor)
+    necro_level = rng.uniform(0.45, 0.7) * np.exp(0.15 * _smooth_field(shape, rng, max(r_core / 2, 2.0)))
+    necro = dt < necro_level
+    ed_dist = dist * np.exp(0.3 * _smooth_field(shape, rng, max(r_core, 2.0)))
+    oedema = (ed_dist < ed_factor) & (dist < 1.5 * ed_factor)
 
     label = np.zeros(shape, dtype=np.uint8)
     label[oedema] = 2
@@ -145,21 +250,45 @@ def synthesize_case(shape: Sequence[int] = (96, 96, 64), seed: int | Sequence[in
         label[core] = 4
         label[necro & core] = 1
     label[~brain] = 0
-    label = _jitter_labels(label, rng, fraction=0.08)
+    label = _jitter_labels(label, rng, fraction=0.08)  # also at a > 0: keeps the later draws (noise) aligned
     label[~brain] = 0
 
     # Intensities: tissue means, tumour classes on top, texture, blur, bias, noise.
     classes = {"wm": (tissue == 0), "gm": (tissue == 1), "csf": (tissue == 2),
                "ed": label == 2, "ncr": label == 1, "et": label == 4}
+    member: dict[str, np.ndarray] = {}
+    sigma_pv = 0.7
+    if a > 0.0:
+        # The nominal borders are the zero sets of these levels (positive inside), as in the masks above.
+        levels = {"wt": _signed_distance(np.minimum(ed_factor - ed_dist, 1.5 * ed_factor - dist)),
+                  "tc": _signed_distance(np.minimum(1.0 - dt, 1.6 - dist)),
+                  "ncr": _signed_distance(necro_level - dt)}
+        width = a * _FADE * r_core
+        aux = _sub_rng(seed, _AMBIGUITY_KEY)
+        widths: dict[str, np.ndarray | float] = {
+            "wt": width * np.exp(0.25 * np.clip(_smooth_field(shape, aux, max(r_core, 2.0)), -2, 2)),
+            "tc": _CORE_FADE * width, "ncr": _CORE_FADE * width}
+        member = {r: (special.expit(levels[r] / widths[r]) * brain).astype(np.float32) for r in _REGIONS}
+        label = _rater_label(levels, widths, a * _JITTER * r_core, a * _LEVEL_SPREAD,
+                             _sub_rng(seed, _RATER_KEY, 0 if rater is None else rater), brain, no_et, no_ncr)
+        sigma_pv = 0.7 + 0.8 * a
     image = np.zeros((4,) + shape, dtype=np.float32)
     texture = 0.05 * _smooth_field(shape, rng, 3.0)
     bias = np.exp(0.12 * _smooth_field(shape, rng, min(shape) / 1.5)).astype(np.float32)
     sigma_noise = 0.025 * _SCALE
     for c in range(len(MODALITIES)):
         chan = np.zeros(shape, dtype=np.float32)
-        for name, mask in classes.items():  # later classes overwrite (tumour over tissue)
-            chan[mask] = _TISSUE[name][c]
-        chan = ndimage.gaussian_filter(chan * (1.0 + texture), sigma=0.7) * _SCALE
+        if not member:
+            for name, mask in classes.items():  # later classes overwrite (tumour over tissue)
+                chan[mask] = _TISSUE[name][c]
+        else:  # soft: tissue, oedema mixed in by WT membership, core (ET/NCR mix) by TC membership
+            for name in ("wm", "gm", "csf"):
+                chan[classes[name]] = _TISSUE[name][c]
+            et, ncr = np.float32(_TISSUE["et"][c]), np.float32(_TISSUE["ncr"][c])
+            core_val = ncr if no_et else et if no_ncr else et + member["ncr"] * (ncr - et)
+            chan += member["wt"] * (np.float32(_TISSUE["ed"][c]) - chan)
+            chan += member["tc"] * (core_val - chan)
+        chan = ndimage.gaussian_filter(chan * (1.0 + texture), sigma=sigma_pv) * _SCALE
         chan *= bias * np.float32(1.0 + rng.uniform(-0.05, 0.05))
         n1 = rng.standard_normal(shape, dtype=np.float32) * sigma_noise
         n2 = rng.standard_normal(shape, dtype=np.float32) * sigma_noise
@@ -177,16 +306,19 @@ def case_name(index: int) -> str:
 
 def synthesize_dataset(out_dir: str | Path, n_cases: int = 12, shape: Sequence[int] = (96, 96, 64), seed: int = 0,
                        compress: bool = True, progress: bool = True,
-                       spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> list[Path]:
+                       spacing: Sequence[float] = (1.0, 1.0, 1.0), ambiguity: float = 0.0) -> list[Path]:
     """Write ``n_cases`` synthetic cases in the BraTS 2020 layout; return their folders.
 
     ``out_dir/BraTS20_Training_001/BraTS20_Training_001_{flair,t1,t1ce,t2,seg}.nii.gz``
     (``.nii`` when not ``compress``), affine diag(spacing), each file written atomically.
     Case i is generated from seed (seed, i), so it does not depend on ``n_cases``. A case
-    whose five files all exist is skipped.
+    whose five files all exist is skipped (whatever ``ambiguity`` wrote them: use a fresh
+    ``out_dir`` per ambiguity). ``ambiguity`` in [0, 1] is passed to :func:`synthesize_case`
+    (default rater); ValueError outside, before anything is written.
     """
     from tqdm.auto import tqdm
 
+    ambiguity = _check_ambiguity(ambiguity)
     out_dir = Path(out_dir)
     ext = ".nii.gz" if compress else ".nii"
     affine = np.diag([float(s) for s in spacing] + [1.0])
@@ -198,7 +330,7 @@ def synthesize_dataset(out_dir: str | Path, n_cases: int = 12, shape: Sequence[i
         folders.append(folder)
         if all(p.is_file() for p in files.values()):
             continue
-        image, label = synthesize_case(shape, seed=(int(seed), i))
+        image, label = synthesize_case(shape, seed=(int(seed), i), ambiguity=ambiguity)
         for c, m in enumerate(MODALITIES):
             write_nifti(files[m], image[c], affine)
         write_nifti(files["seg"], label, affine)
