@@ -1,10 +1,45 @@
-"""Where work runs on a Ray cluster.
+"""Where work runs on a Ray cluster, and a local multi-node cluster anyone can start.
 
 :func:`node_label` names the node of the calling Ray worker: the name given by a custom
-resource ``singr_node_<name>`` on that node (``scripts/cluster.sh`` gives every node one),
+resource ``singr_node_<name>`` on that node (:class:`LocalCluster` gives every node one),
 else the node's IP and the start of its id.
+
+:class:`LocalCluster` (``scripts/cluster.sh up|down|status|kill-node|env DIR``) starts, on
+127.0.0.1 only, a Ray head that runs no work (``--num-cpus 0``), worker nodes with their own
+CPUs, and an ``mlflow server`` (SQLite store, artifacts proxied by the server). Several
+nodes on one machine need what a real cluster does not (checked on Ray 2.60, see
+docs/dependencies.md): ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``, ``--node-ip-address
+127.0.0.1``, token authentication for joining nodes and clients (``RAY_AUTH_MODE=token``),
+and per node its own agent, metrics, runtime-env, node-manager, object-manager and worker
+ports and its own temp dir. Everything lives under one folder::
+
+    cluster.json        addresses (GCS, dashboard, MLflow), nodes, ports, temp dirs
+    pids/<node>.pids    the processes each node started (found by its temp dir or GCS address,
+                        and their children: the raylet's agents name no folder)
+    logs/               output of `ray start` and of the MLflow server
+    mlflow/             the MLflow server's store (mlflow.db) and artifacts
+    shared/             storage every node sees: data, SiNG cache, Ray storage
+
+``down`` stops only those processes, by PID (never ``ray stop``, which would end every Ray
+process of the user on the machine). Ray's temp dirs are short paths under ``/tmp`` (a unix
+socket path must stay under 108 bytes); ``cluster.json`` records them.
 """
 from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
 NODE_RESOURCE_PREFIX = "singr_node_"
 
@@ -25,3 +60,334 @@ def node_label() -> str:
     except Exception:  # noqa: BLE001 - the state lookup is best effort; the id still names the node
         pass
     return node_id[:8]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """A process that runs (a zombie, whose command line is empty, does not)."""
+    return bool(_cmdline(pid))
+
+
+def _children() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.setdefault(ppid, []).append(int(d.name))
+    return out
+
+
+def descendants(pids: Sequence[int]) -> set[int]:
+    """``pids`` and every process below them."""
+    kids = _children()
+    out, todo = set(), list(pids)
+    while todo:
+        p = todo.pop()
+        if p in out:
+            continue
+        out.add(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def find_processes(markers: Sequence[str]) -> set[int]:
+    """Processes whose command line contains one of ``markers``, and their descendants."""
+    me = os.getpid()
+    found = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and int(d.name) != me
+             and any(m.encode() in _cmdline(int(d.name)) for m in markers)]
+    return {p for p in descendants(found) if p != me}
+
+
+def stop_processes(pids: set[int], grace_s: float = 10.0) -> set[int]:
+    """SIGTERM, then SIGKILL after ``grace_s``; returns the processes still alive (none)."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.time() + wait
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+    return {p for p in pids if _alive(p)}
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    head: bool
+    cpus: float
+    temp_dir: str
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterInfo:
+    root: str
+    gcs: str
+    dashboard: str
+    mlflow: str | None
+    nodes: list[NodeInfo]
+    python: str
+
+    def env(self) -> dict[str, str]:
+        """What a client of this cluster needs in its environment."""
+        out = {"RAY_AUTH_MODE": "token", "RAY_ADDRESS": self.dashboard}
+        if self.mlflow:
+            out["MLFLOW_TRACKING_URI"] = self.mlflow
+        return out
+
+
+class LocalCluster:
+    """A head without CPUs, ``workers`` worker nodes and an MLflow server, on 127.0.0.1 (see
+    the module docstring)."""
+
+    def __init__(self, root: str | Path, workers: int = 2, cpus_per_worker: float = 1.0, mlflow: bool = True,
+                 python: str | None = None):
+        self.root = Path(root).resolve()
+        self.n_workers, self.cpus, self.with_mlflow = int(workers), float(cpus_per_worker), mlflow
+        self.python = python or sys.executable
+        self.bin = Path(self.python).parent
+        tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:8]
+        self.tmp_base = Path("/tmp") / f"singr-cluster-{tag}"
+
+    # ---------------------------------------------------------------- state
+    @property
+    def info_file(self) -> Path:
+        return self.root / "cluster.json"
+
+    def info(self) -> ClusterInfo:
+        if not self.info_file.exists():
+            raise RuntimeError(f"no cluster in {self.root} (run: scripts/cluster.sh up {self.root})")
+        d = json.loads(self.info_file.read_text())
+        return ClusterInfo(**{**d, "nodes": [NodeInfo(**n) for n in d["nodes"]]})
+
+    def _save(self, info: ClusterInfo) -> None:
+        tmp = self.info_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(info), indent=1))
+        os.replace(tmp, self.info_file)
+
+    def _record(self, name: str, pids: set[int]) -> None:
+        f = self.root / "pids" / f"{name}.pids"
+        old = {int(x) for x in f.read_text().split()} if f.exists() else set()
+        f.write_text("\n".join(str(p) for p in sorted(old | pids)) + "\n")
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+                    "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
+                    # a lost node is noticed in seconds, not minutes
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
+                    "RAY_health_check_failure_threshold": "3"})
+        return env
+
+    # ---------------------------------------------------------------- up
+    def _ray_start(self, node: NodeInfo, gcs: str | None, log: Path) -> None:
+        p = node.ports
+        cmd = [str(self.bin / "ray"), "start", "--node-ip-address=127.0.0.1", f"--temp-dir={node.temp_dir}",
+               f"--num-cpus={node.cpus:g}", "--num-gpus=0", "--disable-usage-stats",
+               f"--resources={json.dumps({NODE_RESOURCE_PREFIX + node.name: 1})}",
+               f"--node-manager-port={p['node_manager']}", f"--object-manager-port={p['object_manager']}",
+               f"--dashboard-agent-listen-port={p['agent_listen']}", f"--dashboard-agent-grpc-port={p['agent_grpc']}",
+               f"--metrics-export-port={p['metrics']}", f"--runtime-env-agent-port={p['runtime_env']}",
+               f"--min-worker-port={p['min_worker']}", f"--max-worker-port={p['max_worker']}"]
+        if node.head:
+            cmd += ["--head", f"--port={p['gcs']}", "--dashboard-host=127.0.0.1", f"--dashboard-port={p['dashboard']}",
+                    "--include-dashboard=true", f"--ray-client-server-port={p['client']}"]
+        else:
+            cmd += [f"--address={gcs}"]
+        Path(node.temp_dir).mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            r = subprocess.run(cmd, env=self._env(), stdout=out, stderr=subprocess.STDOUT, timeout=300)
+        markers = [node.temp_dir] + ([f"--address=127.0.0.1:{p['gcs']}"] if node.head else [])
+        self._record(node.name, find_processes(markers))
+        if r.returncode != 0:
+            raise RuntimeError(f"`ray start` of node {node.name} failed (exit {r.returncode}); see {log}")
+
+    def _ports(self, head: bool, index: int) -> dict[str, int]:
+        names = ["node_manager", "object_manager", "agent_listen", "agent_grpc", "metrics", "runtime_env"]
+        if head:
+            names += ["gcs", "dashboard", "client"]
+        ports = {n: _free_port() for n in names}
+        base = 21000 + 400 * index + int(hashlib.sha1(str(self.root).encode()).hexdigest(), 16) % 20 * 2000
+        ports["min_worker"], ports["max_worker"] = base, base + 399
+        return ports
+
+    def _start_mlflow(self) -> str:
+        port = _free_port()
+        store = self.root / "mlflow"
+        (store / "artifacts").mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "logs" / "mlflow.log", "ab")
+        proc = subprocess.Popen([str(self.bin / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                                 "--artifacts-destination", str(store / "artifacts"), "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self._env())
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            self._record("mlflow", descendants([proc.pid]))
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"the MLflow server exited (code {proc.returncode}); see {self.root}/logs/mlflow.log")
+            time.sleep(0.5)
+        raise RuntimeError(f"the MLflow server did not answer within 120 s; see {self.root}/logs/mlflow.log")
+
+    def up(self) -> ClusterInfo:
+        """Start the cluster (an error when one already runs in this folder)."""
+        if self.info_file.exists() and any(_alive(p) for p in self._pids()):
+            raise RuntimeError(f"a cluster already runs in {self.root}; `down` it first")
+        for sub in ("pids", "logs", "shared"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for f in (self.root / "pids").glob("*.pids"):
+            f.unlink()
+        if self.tmp_base.exists():
+            shutil.rmtree(self.tmp_base, ignore_errors=True)
+        head = NodeInfo("head", True, 0.0, str(self.tmp_base / "head"), self._ports(True, 0))
+        workers = [NodeInfo(f"worker{i}", False, self.cpus, str(self.tmp_base / f"worker{i}"), self._ports(False, i))
+                   for i in range(1, self.n_workers + 1)]
+        gcs = f"127.0.0.1:{head.ports['gcs']}"
+        info = ClusterInfo(str(self.root), gcs, f"http://127.0.0.1:{head.ports['dashboard']}", None,
+                           [head, *workers], self.python)
+        self._save(info)
+        try:
+            self._ray_start(head, None, self.root / "logs" / "head.log")
+            for w in workers:
+                self._ray_start(w, gcs, self.root / "logs" / f"{w.name}.log")
+            if self.with_mlflow:
+                info.mlflow = self._start_mlflow()
+            self._save(info)
+            self.wait_nodes(1 + len(workers))
+        except BaseException:
+            self.down()
+            raise
+        return info
+
+    def wait_nodes(self, n: int, timeout: float = 120.0) -> None:
+        """Until ``n`` nodes are alive in the cluster (asked through a short-lived client)."""
+        code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+                "print(sum(1 for x in ray.nodes() if x['Alive']))")
+        deadline = time.time() + timeout
+        seen = -1
+        while time.time() < deadline:
+            r = subprocess.run([self.python, "-c", code, self.info().gcs], env=self._env(), capture_output=True,
+                               text=True, timeout=120)
+            try:
+                seen = int(r.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                seen = -1
+            if seen >= n:
+                return
+            time.sleep(1.0)
+        raise RuntimeError(f"only {seen} of {n} nodes came up within {timeout:.0f} s; see {self.root}/logs")
+
+    # ---------------------------------------------------------------- down, status, faults
+    def _pids(self, name: str | None = None) -> set[int]:
+        out: set[int] = set()
+        for f in (self.root / "pids").glob(f"{name or '*'}.pids"):
+            out |= {int(x) for x in f.read_text().split() if x.strip()}
+        return out
+
+    def processes(self, name: str | None = None) -> set[int]:
+        """The live processes of the cluster (or of one node): recorded, found again by marker,
+        and their children."""
+        pids = {p for p in self._pids(name) if _alive(p)}
+        if self.info_file.exists():
+            info = self.info()
+            for n in info.nodes:
+                if name in (None, n.name):
+                    markers = [n.temp_dir] + ([f"--address={info.gcs}"] if n.head else [])
+                    pids |= find_processes(markers)
+        return {p for p in descendants(sorted(pids)) if _alive(p) and p != os.getpid()}
+
+    def down(self) -> set[int]:
+        """Stop every process the cluster started (by PID); returns the ones that survived."""
+        pids = self.processes()
+        left = stop_processes(pids)
+        for f in (self.root / "pids").glob("*.pids"):
+            f.unlink()
+        shutil.rmtree(self.tmp_base, ignore_errors=True)
+        return left
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL the raylet of node ``name`` (a lost node, as in the fault tests)."""
+        node = next((n for n in self.info().nodes if n.name == name), None)
+        if node is None:
+            raise RuntimeError(f"no node {name!r}; nodes: {[n.name for n in self.info().nodes]}")
+        raylets = [p for p in find_processes([node.temp_dir]) if b"raylet" in _cmdline(p).split(b"\0")[0]]
+        for p in raylets:
+            os.kill(p, signal.SIGKILL)
+        return raylets
+
+    def status(self) -> dict[str, Any]:
+        info = self.info()
+        return {"root": info.root, "gcs": info.gcs, "dashboard": info.dashboard, "mlflow": info.mlflow,
+                "nodes": {n.name: {"cpus": n.cpus, "processes": len(self.processes(n.name))} for n in info.nodes},
+                "mlflow_processes": len(self.processes("mlflow")), "env": info.env()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/cluster.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["up", "down", "status", "kill-node", "env"])
+    ap.add_argument("root", help="the folder that holds the cluster's state")
+    ap.add_argument("node", nargs="?", help="kill-node: the node's name (worker1, ...)")
+    ap.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    ap.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker node (default 1)")
+    ap.add_argument("--no-mlflow", action="store_true", help="no MLflow server")
+    a = ap.parse_args(argv)
+    c = LocalCluster(a.root, a.workers, a.cpus, mlflow=not a.no_mlflow)
+    try:
+        if a.action == "up":
+            info = c.up()
+            print(f"[cluster] up in {info.root}: head (0 CPUs) + {a.workers} worker(s) x {a.cpus:g} CPU on 127.0.0.1")
+            print(f"[cluster] dashboard {info.dashboard}, GCS {info.gcs}" +
+                  (f", MLflow {info.mlflow}" if info.mlflow else ""))
+            for k, v in info.env().items():
+                print(f"export {k}={v}")
+        elif a.action == "down":
+            left = c.down()
+            print(f"[cluster] down: {'all processes stopped' if not left else f'still alive: {sorted(left)}'}")
+            return 0 if not left else 1
+        elif a.action == "status":
+            print(json.dumps(c.status(), indent=1))
+        elif a.action == "env":
+            for k, v in c.info().env().items():
+                print(f"export {k}={v}")
+        else:
+            if not a.node:
+                ap.error("kill-node needs the node's name")
+            print(f"[cluster] killed the raylet of {a.node}: pids {c.kill_node(a.node)}")
+    except RuntimeError as e:
+        print(f"cluster: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -69,6 +69,9 @@ class TuneSection(Section):
     map_gpus: NonNegFloat
     max_failures: Annotated[int, Field(ge=0, le=100)] = Field(
         description="worker failures a trial recovers from (bounded: -1, 'forever', is refused)")
+    start_retries: Annotated[int, Field(ge=0, le=100)] = Field(
+        description="worker-group start-ups a trial may retry (each waits 60 s) before it errors")
+    stall_timeout_s: NonNegFloat = Field(description="end the sweep when no trial reports for this long; 0: never")
     asha: AshaSection
 
     @field_validator("delta")

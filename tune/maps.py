@@ -43,16 +43,22 @@ class MapActor:
         root = self.cfg.data.cache_dir
         node = ray.get_runtime_context().get_node_id()
         spacing = tuple(self.cfg.data.spacing) if self.cfg.data.spacing else None
-        out: dict[str, list[Any]] = {"case_id": [], "computed": [], "cached": [], "node": []}
+        from singr.errors import SingrInputError
+
+        out: dict[str, list[Any]] = {"case_id": [], "computed": [], "cached": [], "node": [], "error": []}
         for cid in batch["case_id"]:
             cid = str(cid)
             cache = DistanceCache(root)
-            prep = prepare_case(self.by_id[cid], root, spacing)
-            if self.regression and prep.regions is not None:
-                for lam in self.lams:
-                    s = sing_settings(self.cfg, lam)
-                    for name, mask in zip(prep.region_names, prep.regions):
-                        cache.get_or_compute(cid, name, mask, prep.image, s, prep.spacing, self.device)
+            try:
+                prep = prepare_case(self.by_id[cid], root, spacing)
+                if self.regression and prep.regions is not None:
+                    for lam in self.lams:
+                        s = sing_settings(self.cfg, lam)
+                        for name, mask in zip(prep.region_names, prep.regions):
+                            cache.get_or_compute(cid, name, mask, prep.image, s, prep.spacing, self.device)
+                out["error"].append("")
+            except SingrInputError as e:  # bad data: reported by the driver in one line, not a Ray traceback
+                out["error"].append(str(e))
             out["case_id"].append(cid)
             out["computed"].append(cache.misses)
             out["cached"].append(cache.hits)
@@ -90,6 +96,12 @@ def compute_maps(plan: SweepPlan, case_ids: list[str], progress: bool = True) ->
                                 fn_constructor_kwargs={"cfg": plan.cfg, "lams": plan.lam_grid, "threads": threads},
                                 **per)
     rows = ds.take_all()
+    bad = [str(r["error"]) for r in rows if str(r["error"])]
+    if bad:
+        from singr.errors import SingrInputError
+
+        more = f" (and {len(bad) - 1} more case(s))" if len(bad) > 1 else ""
+        raise SingrInputError(f"{bad[0]}{more}; fix the data, then run the same command again")
     nodes: dict[str, list[str]] = {}
     for r in rows:
         nodes.setdefault(str(r["node"]), []).append(str(r["case_id"]))

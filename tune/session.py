@@ -165,6 +165,7 @@ class RaySession:
             self._set_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self._set_env("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # validation metrics only when measured
         self._set_env("RAY_AIR_NEW_OUTPUT", "0")
+        self._set_env("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints its own lines
         self._route_logs()
         import ray
 

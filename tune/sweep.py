@@ -44,6 +44,7 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
     """Stages 1-5 (see the module docstring); returns the exit code."""
     import ray
 
+    from .guards import PlacementGroupJanitor
     from .maps import compute_maps
     from .search import Progress, concurrency, run_search
     from .tracking import TrialRuns, parent_run
@@ -68,7 +69,10 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
           f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     runs = TrialRuns(plan, parent)
     bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs))
-    grid, restored = run_search(plan, scale, conc, [runs, bar], resume=resume)
+    bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
+    janitor = PlacementGroupJanitor(bundle)
+    grid, restored = run_search(plan, scale, conc, [runs, bar, janitor], resume=resume)
+    maps["resources"] = janitor.finish()
     return finish(plan, grid, restored, maps, parent, runs, t0)
 
 
@@ -83,6 +87,7 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     summary: dict[str, Any] = {"sweep": plan.name, "sweep_dir": str(plan.sweep_dir), "restored": restored,
                                "maps_computed": maps["maps_computed"], "maps_cached": maps["maps_cached"],
                                "map_nodes": {k: len(v) for k, v in maps["nodes"].items()},
+                               **maps.get("resources", {}),
                                "n_trials": len(rows), "n_stopped_early": sum(r["stopped_early"] for r in rows),
                                "n_errors": sum(r["error"] for r in rows), "tracking_uri": plan.tracking_uri,
                                "parent_run_id": parent, "mlflow_not_logged": runs.failures,

@@ -146,8 +146,12 @@ def scaling(cfg: ServiceConfig, resources: dict[str, float]) -> tuple[int, float
 
 def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, num_workers: int,
                   cpus_per_worker: float, gpus_per_worker: float = 0.0, max_failures: int = 0,
-                  prepared: bool = True, tune_callback: bool = False, evaluate_split: str | None = None) -> Any:
-    """A TorchTrainer running :func:`train_loop_per_worker` on ``cfg``."""
+                  prepared: bool = True, tune_callback: bool = False, evaluate_split: str | None = None,
+                  start_retries: int = 5) -> Any:
+    """A TorchTrainer running :func:`train_loop_per_worker` on ``cfg``. Worker failures are
+    retried ``max_failures`` times (from the latest checkpoint); a worker group that cannot
+    start (no resources within 60 s) is retried ``start_retries`` times, then the run errors
+    (Ray's default retries forever)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -168,7 +172,8 @@ def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, n
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=int(max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=int(max_failures),
+                                                   controller_failure_limit=int(start_retries)),  # type: ignore[call-arg]
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks),
     )
@@ -188,5 +193,5 @@ def run_trial(params: dict[str, Any], base_cfg: ServiceConfig, trials_dir: str, 
     trainer = build_trainer(cfg, run_name=trial_id, storage_path=train_storage, num_workers=scale[0],
                             cpus_per_worker=scale[1], gpus_per_worker=scale[2],
                             max_failures=int(base_cfg.tune.max_failures), prepared=True, tune_callback=True,
-                            evaluate_split=split)
+                            evaluate_split=split, start_retries=int(base_cfg.tune.start_retries))
     trainer.fit()
