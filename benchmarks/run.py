@@ -12,6 +12,10 @@ measured in the same run:
   time to read the case's files, the floor preprocessing is compared with.
 * Training throughput: samples/s of a SiNGR step (targets built from cached distances,
   Focal-L1) vs the hard-label step (binary targets, Dice+BCE), same model, patch, batch.
+* Fast inference: one full-size case through the :class:`Predictor` (crop to the brain, Gaussian
+  blending, bfloat16 where the CPU has it) vs MONAI's plain ``sliding_window_inference`` over the
+  whole volume (constant blending, float32), same briefly trained paper-size unet3d: time ratio,
+  Dice per region between the label maps, peak memory.
 * Inference: one full-size case through ``singr predict``'s in-process path vs the HTTP
   endpoint (Ray Serve on loopback), same checkpoint and window; and the sweep's map stage
   (Ray Data) with a cold and a warm cache.
@@ -384,10 +388,216 @@ def bench_sweep_maps(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
             "shape": list(s.shape), "config": base}
 
 
+# --------------------------------------------------------------------------- fast inference
+FAST_TRAIN_STEPS = {"tiny": 30, "full": 60}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakRss:
+    """Peak resident memory (MiB) above the level at entry, sampled every 5 ms while the block runs."""
+
+    def __enter__(self) -> "_PeakRss":
+        import threading
+
+        self.base = self.peak = _rss_mib()
+        self._done = threading.Event()
+        self._th = threading.Thread(target=self._sample, daemon=True)
+        self._th.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, _rss_mib())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._th.join()
+        self.peak = max(self.peak, _rss_mib())
+        self.extra = self.peak - self.base
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    n = int(a.sum()) + int(b.sum())
+    return 1.0 if n == 0 else 2.0 * int(np.logical_and(a, b).sum()) / n
+
+
+def _briefly_trained_unet(cfg: Any, img: np.ndarray, regions: np.ndarray, steps: int, patch: int) -> Any:
+    """The config's unet3d after ``steps`` Adam steps (lr 3e-3, Dice+BCE on the 3 regions, batch 2,
+    random ``patch``^3 crops, 2 in 3 centred on a tumour voxel, seed 0) on the benchmark case itself.
+    Why trained: with random weights the logits are near zero everywhere and differ from window to
+    window, so that Gaussian instead of constant blending alone moves the labels by Dice 0.8; a label
+    comparison then says nothing about what a trained model would do. A briefly trained network gives
+    tumour-shaped regions with a trained model's confidence profile (the time is not benchmarked)."""
+    import torch
+
+    from singr.losses import DiceBCELoss
+    from singr.models import model_from_config
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = model_from_config(cfg, 4, 3).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = DiceBCELoss()
+    target = regions.astype(np.float32)
+    tumour, brain = np.argwhere(regions.any(axis=0)), np.argwhere(np.any(img != 0, axis=0))
+    size = [min(patch, s // 16 * 16) for s in img.shape[1:]]
+
+    def sample() -> tuple[np.ndarray, np.ndarray]:
+        pts = tumour if rng.random() < 2 / 3 else brain
+        c = pts[rng.integers(len(pts))]
+        start = [int(np.clip(k - p // 2, 0, n - p)) for k, p, n in zip(c, size, img.shape[1:])]
+        sl = (slice(None),) + tuple(slice(a, a + p) for a, p in zip(start, size))
+        return img[sl], target[sl]
+
+    for _ in range(steps):
+        xs, ys = zip(*(sample() for _ in range(2)))
+        opt.zero_grad()
+        loss_fn(model(torch.from_numpy(np.stack(xs))), torch.from_numpy(np.stack(ys))).backward()
+        opt.step()
+    return model.eval()
+
+
+def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
+    """One case, the network only (normalised image in, 3 region masks out), same model and threads:
+    baseline = MONAI's plain ``sliding_window_inference`` over the whole volume (constant blending,
+    float32, contiguous, overlap 0.5, the paper's 128^3 window); ours = :class:`Predictor` with the
+    configs' inference settings (crop to the brain, Gaussian blending) and precision ``auto``, and
+    the same in float32. Interleaved rounds (order reversed every round), medians; Dice per region
+    between the label maps; peak RSS above the start of each run."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from singr.config import load_config
+    from singr.engine.bundle import load_predictor
+    from singr.engine.checkpoint import Checkpoint, save_checkpoint
+    from singr.preprocess import normalize_image
+    from singr.regions import labels_to_regions
+
+    threads = max(1, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    c = load_case(case_dir, tiny)
+    img = normalize_image(c.image)
+    truth = labels_to_regions(c.label, c.label_convention)
+    brain = np.any(img != 0, axis=0)
+    roi = [32] * 3 if tiny else [128] * 3
+    config = "smoke.yaml" if tiny else "brats.yaml"  # brats.yaml: the paper's BasicUNet (32, 32, 64, 128, 256, 32)
+    cfg: Any = load_config(config, [f"infer.roi_size={roi}"])
+    steps = FAST_TRAIN_STEPS["tiny" if tiny else "full"]
+    t = time.perf_counter()
+    model = _briefly_trained_unet(cfg, img, truth, steps, 32 if tiny else 48)
+    train_s = time.perf_counter() - t
+    meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023",
+            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg.model.name, "loss": "dice_bce",
+            "regression": False, "spacing": list(c.spacing)}
+    ckpt = save_checkpoint(workdir / "fast.safetensors", Checkpoint(model_state=model.state_dict(), meta=meta,
+                                                                    config=cfg.to_dict(core_only=True), epoch=0))
+    ours = load_predictor(ckpt, "cpu", precision="auto")
+    net = ours.members[0]  # the same network for the baseline: float32, contiguous, eval (ours runs its own copy)
+    x = torch.from_numpy(img)[None]
+
+    def baseline() -> np.ndarray:
+        with torch.inference_mode():
+            out = sliding_window_inference(x, tuple(roi), 1, net, overlap=0.5, mode="constant")
+        return torch.as_tensor(out)[0].numpy() >= 0
+
+    runs: dict[str, Callable[[], np.ndarray]] = {"baseline": baseline,
+                                                  "ours": lambda: ours.predict_prepared(img).regions}
+    if ours.precision != "float32":
+        ours32 = ours.with_settings(precision="float32")
+        runs["ours_float32"] = lambda: ours32.predict_prepared(img).regions
+    runs["ours"]()  # warm-up: imports, oneDNN primitives, the channels-last copy (made once per loaded model)
+    with torch.inference_mode():  # warm-up of the baseline's shapes: one window
+        net(x[(slice(None), slice(None)) + tuple(slice(0, min(r, n)) for r, n in zip(roi, x.shape[2:]))])
+    order = list(runs)
+    times: dict[str, list[float]] = {k: [] for k in order}
+    peak: dict[str, float] = {k: 0.0 for k in order}
+    labels: dict[str, np.ndarray] = {}
+    for r in range(repeats):
+        for k in (order if r % 2 == 0 else order[::-1]):
+            with _PeakRss() as mem:
+                t = time.perf_counter()
+                labels[k] = runs[k]()
+                times[k].append(time.perf_counter() - t)
+            peak[k] = max(peak[k], mem.extra)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    paired = sorted(b / o for b, o in zip(times["baseline"], times["ours"]))
+    names = ("TC", "WT", "ET")
+    base = labels["baseline"]
+    agree: dict[str, Any] = {
+        "ours_vs_baseline": {n: _dice(labels["ours"][i], base[i]) for i, n in enumerate(names)}}
+    if "ours_float32" in labels:
+        agree["ours_vs_ours_float32"] = {n: _dice(labels["ours"][i], labels["ours_float32"][i])
+                                         for i, n in enumerate(names)}
+        agree["ours_float32_vs_baseline"] = {n: _dice(labels["ours_float32"][i], base[i])
+                                             for i, n in enumerate(names)}
+    box = [[int(i.min()), int(i.max()) + 1] for i in np.nonzero(brain)]
+    return {"shape": list(img.shape), "roi": roi, "threads": threads, "config": config,
+            "features": list(cfg.model.features), "train_steps": steps, "train_s": train_s,
+            "settings": {"mode": ours.settings.mode, "overlap": ours.settings.overlap, "crop": ours.settings.crop,
+                         "sw_batch_size": ours.settings.sw_batch_size, "tta": ours.settings.tta,
+                         "precision": ours.settings.precision, "resolved_precision": ours.precision,
+                         "channels_last": ours.channels_last},
+            "brain_box": box, "seconds": med, "all_seconds": times,
+            "speedup": med["baseline"] / med["ours"], "speedup_paired": statistics.median(paired),
+            "speedup_paired_range": [paired[0], paired[-1]],
+            "speedup_float32": (med["baseline"] / med["ours_float32"]) if "ours_float32" in med else None,
+            "peak_rss_extra_mib": peak, "dice": agree,
+            "min_dice": min(v for d in agree.values() for v in d.values()),
+            "region_voxels": {k: {n: int(v[i].sum()) for i, n in enumerate(names)} for k, v in labels.items()},
+            "baseline_outside_brain_voxels": {n: int((base[i] & ~brain).sum()) for i, n in enumerate(names)},
+            "baseline_dice_vs_case_labels": {n: _dice(base[i], truth[i]) for i, n in enumerate(names)}}
+
+
 # --------------------------------------------------------------------------- report
 def _range(t: dict[str, Any], key: str) -> str:
     r = t.get(f"{key}_range")
     return f"{r[0]:.3f}-{r[1]:.3f}" if r else "n/a"
+
+
+def _fast_infer_lines(f: dict[str, Any], case: str) -> list[str]:
+    """The RESULTS.md section of :func:`bench_fast_infer`."""
+    st, sec, mem = f["settings"], f["seconds"], f["peak_rss_extra_mib"]
+    ours = (f"crop to the brain ({'x'.join(str(b - a) for a, b in f['brain_box'])} + 2 voxels), "
+            f"{st['mode']} blending, precision {st['precision']} = {st['resolved_precision']}"
+            f"{', channels-last 3-D' if st['channels_last'] else ''}")
+    rows = [("MONAI `sliding_window_inference`, whole volume, constant blending, float32", "baseline", 1.0),
+            (f"`Predictor`, default settings: {ours}", "ours", f["speedup"])]
+    if "ours_float32" in sec:
+        rows.append(("`Predictor`, the same in float32 (contiguous)", "ours_float32", f["speedup_float32"]))
+    lines = ["", "## Fast inference: the Predictor vs a plain sliding window", "",
+             f"Case `{case}` ({'x'.join(map(str, f['shape'][1:]))} voxels, {f['shape'][0]} modalities, normalised "
+             f"once, outside the timing); the network only: image in, 3 region masks (logit >= 0) out. Model: unet3d "
+             f"of configs/{f['config']} (BasicUNet features {f['features']}), trained for {f['train_steps']} "
+             "steps on this case (Dice+BCE) so that its regions are tumour-shaped and its logits as confident as a "
+             "trained model's (random weights give logits near 0 that change from window to window: any change of "
+             "blending moves their labels); the same weights in all rows. "
+             f"Window {f['roi']}, overlap {st['overlap']}, sw_batch_size {st['sw_batch_size']}, {f['threads']} "
+             "torch threads. Rounds interleaved, order reversed every round; median time per row.", "",
+             "| inference | time (s) | speedup | peak RSS above start (MiB) |", "| --- | --- | --- | --- |"]
+    for label, key, ratio in rows:
+        sp = "1.00" if key == "baseline" else f"**{ratio:.2f}x**" if key == "ours" else f"{ratio:.2f}x"
+        lines.append(f"| {label} | {sec[key]:.2f} | {sp} | {mem[key]:.0f} |")
+    lo, hi = f["speedup_paired_range"]
+    lines += ["", f"Per-round speedup of ours over the baseline: median {f['speedup_paired']:.2f}x "
+              f"(range {lo:.2f}-{hi:.2f}).", "",
+              "Agreement of the label maps (Dice per region over the whole volume; target >= 0.99):", "",
+              "| comparison | TC | WT | ET |", "| --- | --- | --- | --- |"]
+    names = {"ours_vs_baseline": "ours vs baseline", "ours_vs_ours_float32": "ours vs ours in float32",
+             "ours_float32_vs_baseline": "ours in float32 vs baseline"}
+    for k, d in f["dice"].items():
+        lines.append(f"| {names.get(k, k)} | {d['TC']:.4f} | {d['WT']:.4f} | {d['ET']:.4f} |")
+    v, gt = f["region_voxels"]["baseline"], f["baseline_dice_vs_case_labels"]
+    out = f["baseline_outside_brain_voxels"]
+    lines += ["", f"Lowest Dice: **{f['min_dice']:.4f}**. Baseline regions: TC {v['TC']}, WT {v['WT']}, ET {v['ET']} "
+              f"voxels ({out['TC'] + out['WT'] + out['ET']} outside the brain, which ours sets to background); "
+              f"Dice with the case's own labels TC {gt['TC']:.2f}, WT {gt['WT']:.2f}, ET {gt['ET']:.2f} "
+              "(a sanity check that the regions are not trivial, not an accuracy claim)."]
+    return lines
 
 
 def write_results(res: dict[str, Any], out: Path) -> None:
@@ -449,6 +659,9 @@ def write_results(res: dict[str, Any], out: Path) -> None:
                       "round times one epoch of every setup back to back (order reversed every round); the ratio "
                       "is the median over rounds of the side-by-side ratios, and the identical second setup shows "
                       "how far two equal steps read apart on this shared 2-core machine."]
+    f = res.get("fast_infer")
+    if f:
+        lines += _fast_infer_lines(f, res["case"])
     i = res.get("infer")
     if i:
         lines += ["", "## Inference: one case in-process vs through the HTTP endpoint", "",
@@ -484,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--skip-train", action="store_true", help="reuse the training figures of the last run")
     ap.add_argument("--skip-maps", action="store_true", help="reuse the SiNG map figures of the last run")
+    ap.add_argument("--skip-fast-infer", action="store_true",
+                    help="reuse the fast-inference figures (ours vs plain sliding window) of the last run")
     ap.add_argument("--skip-infer", action="store_true", help="reuse the inference figures of the last run")
     ap.add_argument("--skip-sweep-maps", action="store_true", help="reuse the sweep map-stage figures of the last run")
     ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
@@ -510,6 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = (
         ("maps", a.skip_maps, "SiNG maps", lambda d: bench_maps(case, a.repeats, a.tiny)),
         ("train", a.skip_train, "training step", lambda d: bench_train(a.repeats, a.tiny, d)),
+        ("fast_infer", a.skip_fast_infer, "fast inference (ours vs plain sliding window)",
+         lambda d: bench_fast_infer(case, a.repeats, a.tiny, d)),
         ("infer", a.skip_infer, "inference (in-process vs HTTP)", lambda d: bench_infer(case, a.repeats, a.tiny, d)),
         ("sweep_maps", a.skip_sweep_maps, "sweep map stage (cold vs warm cache)",
          lambda d: bench_sweep_maps(a.repeats, a.tiny, d)))

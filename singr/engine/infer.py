@@ -10,13 +10,27 @@ For an image (C, D, H, W), already z-scored or not::
 
 outside the crop (and outside the brain mask) S_hat = -1. The settings (window, overlap,
 blending, mirroring, crop, precision) are an :class:`InferenceSettings`, from the config's
-``infer`` section unless overridden. An *ensemble* is several members (K folds, or the top-N
+``infer`` section unless overridden.
+
+Execution (what makes it cheap on a CPU without changing the labels; measured in
+benchmarks/RESULTS.md, "Fast inference"): everything runs under ``torch.inference_mode``;
+precision ``auto`` runs the network under bfloat16 autocast where the CPU computes bfloat16
+natively (AVX512-BF16 or AMX) and in float32 elsewhere (GPUs included); in bfloat16 on a CPU the
+network runs in channels-last 3-D, on a private copy of each member whose ``InstanceNorm3d``
+layers compute the same function as a one-group-per-channel ``group_norm`` (it has a
+channels-last kernel; ``instance_norm`` converts to contiguous and back on every call). In
+float32 the network stays contiguous (channels-last 3-D float32 convolutions measured slower
+there). Windows are blended in float32 whatever the network's precision.
+
+An *ensemble* is several members (K folds, or the top-N
 trials of a sweep) whose tanh maps are averaged before thresholding; post-processing rules
 (:mod:`singr.engine.postprocess`) fitted on validation data then clean the regions.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +45,11 @@ from ..geometry import bounding_box
 from ..preprocess import normalize_image
 from ..regions import regions_to_labels
 
-__all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES"]
+__all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES", "PRECISIONS",
+           "channels_last_copy", "cpu_has_native_bf16", "resolve_precision"]
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""``auto``: bfloat16 on CPUs that compute it natively (see :func:`resolve_precision`), float32 elsewhere."""
 
 MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))
 """The 8 mirrorings of a 3-D volume (spatial axes), as nnU-Net's test-time augmentation."""
@@ -60,7 +78,7 @@ class InferenceSettings:
     fixed_roi: bool = False         # UNETR: the window is the training patch, never clipped
     tta: bool = False               # mirror over the 3 axes (8 passes) and average
     crop: bool = True               # segment the brain's bounding box only
-    precision: str = "float32"      # float32 | bfloat16 (CPU/GPU autocast)
+    precision: str = "float32"      # auto | float32 | bfloat16 (autocast); see resolve_precision
 
     @classmethod
     def from_config(cls, cfg: SingrConfig, **overrides: Any) -> "InferenceSettings":
@@ -89,16 +107,84 @@ class Prediction:
     label_convention: str
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): there oneDNN's
+    bfloat16 convolutions are about twice as fast as float32 ones. Elsewhere bfloat16 is emulated
+    (slower than float32), so ``auto`` keeps float32."""
+    get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
+    if get is not None:
+        try:
+            caps = get()
+            return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+        except Exception:  # pragma: no cover - older torch / unusual platforms: read the flags instead
+            pass
+    try:  # pragma: no cover - torch without get_capabilities
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # pragma: no cover
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags  # pragma: no cover
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The precision a setting means on ``device``: ``float32`` or ``bfloat16``. ``auto`` is
+    bfloat16 on a CPU with native bfloat16 (:func:`cpu_has_native_bf16`), float32 otherwise
+    (GPUs included: their float32 convolutions already use TF32). Unknown names are an error."""
+    if precision not in PRECISIONS:
+        raise SingrInputError(f"unknown inference precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_native_bf16() else "float32"
+    return precision
+
+
 def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "bfloat16":
+    if resolve_precision(precision, device) == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class _ChannelsLastInstanceNorm(torch.nn.Module):
+    """``InstanceNorm3d`` without running statistics, computed as ``group_norm`` with one group per
+    channel: the same function (biased variance, same eps, same affine parameters, shared), but with
+    a channels-last CPU kernel."""
+
+    def __init__(self, norm: torch.nn.InstanceNorm3d):
+        super().__init__()
+        self.num_channels, self.eps = int(norm.num_features), float(norm.eps)
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.group_norm(x, self.num_channels, self.weight, self.bias, self.eps)
+
+
+def _swap_instance_norms(module: torch.nn.Module) -> int:
+    """Replace, in place, every plain ``InstanceNorm3d`` (no running statistics) of ``module`` by
+    :class:`_ChannelsLastInstanceNorm`; returns how many were replaced."""
+    n = 0
+    for name, child in module.named_children():
+        if type(child) is torch.nn.InstanceNorm3d and not child.track_running_stats:
+            setattr(module, name, _ChannelsLastInstanceNorm(child))
+            n += 1
+        else:
+            n += _swap_instance_norms(child)
+    return n
+
+
+def channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An inference copy of ``model`` for the channels-last 3-D path: deep-copied (the original
+    keeps its layout, modules and mode), instance norms swapped for their channels-last
+    equivalent, weights in ``channels_last_3d``, in eval mode. The copy's weights are a snapshot."""
+    dup = copy.deepcopy(model).eval()
+    _swap_instance_norms(dup)
+    return dup.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
 
 def sliding_window(model: torch.nn.Module, x: torch.Tensor, settings: InferenceSettings,
                    progress: bool = False) -> torch.Tensor:
     """Raw network output (B, R, D, H, W), float32, for a batch ``x`` (B, C, D, H, W) on the
-    model's device (MONAI's ``sliding_window_inference``; ``progress`` shows a bar of windows)."""
+    model's device (MONAI's ``sliding_window_inference``; ``progress`` shows a bar of windows).
+    The network runs under ``settings.precision`` (resolved for the device); windows are blended
+    in ``x``'s dtype (float32)."""
     from monai.inferers import sliding_window_inference
 
     roi = settings.roi_size if settings.fixed_roi else clip_roi(settings.roi_size, x.shape[2:], settings.multiple)
@@ -123,22 +209,21 @@ class Predictor:
         self.postprocess = postprocess
         self.identity = dict(identity or {})
         self.configs = list(configs)
-        # channels-last 3-D: the layout oneDNN's CPU convolutions are fastest in
-        self.channels_last = self.device.type == "cpu"
-        if self.channels_last:
-            self.members = [m.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-                            for m in self.members]
+        self._owns_members = True        # members are ours: their channels-last copies are made once
+        self._fast_copies: dict[int, torch.nn.Module] = {}
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, settings: InferenceSettings, device: str | torch.device = "cpu",
                    meta: dict[str, Any] | None = None) -> "Predictor":
-        """A predictor around a network in memory (validation during training)."""
+        """A predictor around a network in memory (validation during training). The network is
+        left as it is (device, layout, modules, training mode): where the settings run the
+        channels-last path, each prediction uses a fresh copy of its current weights."""
         pred = cls.__new__(cls)
         pred.device, pred.members, pred.settings = torch.device(device), [model], settings
         pred.meta, pred.postprocess, pred.identity, pred.configs = dict(meta or {}), None, {}, []
-        pred.channels_last = False
+        pred._owns_members, pred._fast_copies = False, {}
         return pred
 
     @classmethod
@@ -184,49 +269,85 @@ class Predictor:
             raise SingrInputError(f"the model expects {n} modalities ({mods}); got an image of shape {image.shape}",
                                   case=case)
 
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in here: ``settings.precision`` resolved for the device
+        (``auto`` -> ``bfloat16`` or ``float32``)."""
+        return resolve_precision(self.settings.precision, self.device)
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network runs in channels-last 3-D: on a CPU in bfloat16 only (there it is
+        the fastest layout; float32 channels-last 3-D convolutions measured slower than contiguous)."""
+        return self.device.type == "cpu" and self.precision == "bfloat16"
+
+    def _runner(self, i: int, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that computes member ``i``: the member itself, or (channels-last path) its
+        channels-last copy, made once for owned members and per call for a borrowed network."""
+        if not self.channels_last:
+            return model
+        if not self._owns_members:
+            return channels_last_copy(model)
+        if i not in self._fast_copies:
+            self._fast_copies[i] = channels_last_copy(model)
+        return self._fast_copies[i]
+
     def _member_maps(self, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """Mean of tanh(logits) over members and mirrorings, for a batch x (B, C, d, h, w)."""
+        """Mean of tanh(logits) over members and mirrorings, for a batch x (B, C, d, h, w), float32.
+        Every network runs in eval mode (dropout off); one that was training is training again after."""
         flips = MIRROR_AXES if self.settings.tta else ((),)
         acc: torch.Tensor | None = None
         n = 0
-        for model in self.members:
-            was_training = model.training
-            model.eval()  # dropout off; a network in training keeps its mode afterwards
-            try:
-                for axes in flips:
-                    dims = [a + 2 for a in axes]
-                    xi = torch.flip(x, dims) if dims else x
-                    if self.channels_last:
-                        xi = xi.contiguous(memory_format=torch.channels_last_3d)
-                    y = torch.tanh(sliding_window(model, xi, self.settings, progress))
-                    if dims:
-                        y = torch.flip(y, dims)
-                    acc = y if acc is None else acc.add_(y)
-                    n += 1
-            finally:
-                model.train(was_training)
-        assert acc is not None
-        return acc.div_(n)
+        with torch.inference_mode():  # the in-place ops below act on sliding_window's inference tensors
+            for i, model in enumerate(self.members):
+                was_training = model.training
+                model.eval()  # dropout off; a network in training keeps its mode afterwards
+                try:
+                    net = self._runner(i, model)
+                    for axes in flips:
+                        dims = [a + 2 for a in axes]
+                        xi = torch.flip(x, dims) if dims else x
+                        y = torch.tanh_(sliding_window(net, xi, self.settings, progress))
+                        if dims:
+                            y = torch.flip(y, dims)
+                        acc = y if acc is None else acc.add_(y)
+                        n += 1
+                finally:
+                    model.train(was_training)
+            assert acc is not None
+            return acc.div_(n) if n > 1 else acc
 
     def signed_maps_batch(self, images: Sequence[np.ndarray], progress: bool = False) -> list[np.ndarray]:
         """S-hat (R, D, H, W) float32 for *normalised* images of one shape each (C, D, H, W):
-        cropped to the union of their brains, segmented together, pasted back into -1."""
-        shape = images[0].shape
-        brain = np.zeros(shape[1:], dtype=bool)
-        for im in images:
-            brain |= np.any(im != 0, axis=0)
-        box = bounding_box(brain, margin=2) if self.settings.crop else None
+        cropped to the union of their brains (+ 2 voxels), segmented together, pasted back into -1;
+        with ``settings.crop``, voxels outside an image's own brain (all channels 0) are -1 too,
+        and an image without a brain is -1 everywhere without running the network."""
+        shape = tuple(images[0].shape)
+        n_out = len(self.region_names) or None
+        masks = [np.any(im != 0, axis=0) for im in images] if self.settings.crop else []
+        if self.settings.crop:
+            brain = masks[0].copy() if len(masks) > 1 else masks[0]
+            for mk in masks[1:]:
+                brain |= mk
+            box = bounding_box(brain, margin=2)
+            if box is None and n_out is not None:  # nothing to segment: no brain in any image
+                return [np.full((n_out,) + shape[1:], -1.0, dtype=np.float32) for _ in images]
+        else:
+            box = None
         if box is None:
             box = tuple(slice(0, s) for s in shape[1:])
-        x = torch.from_numpy(np.stack([np.ascontiguousarray(im[(slice(None),) + box], dtype=np.float32)
-                                       for im in images])).to(self.device)
-        s = self._member_maps(x, progress).cpu().numpy()
-        out = []
+        sub = (slice(None),) + box
+        crop = np.empty((len(images), shape[0]) + tuple(b.stop - b.start for b in box), dtype=np.float32)
         for i, im in enumerate(images):
-            full = np.full((s.shape[1],) + tuple(shape[1:]), -1.0, dtype=np.float32)
-            full[(slice(None),) + box] = s[i]
-            if self.settings.crop:
-                full[:, ~np.any(im != 0, axis=0)] = -1.0  # tumour lies inside the brain
+            crop[i] = im[sub]  # one copy (and cast) per image
+        s = self._member_maps(torch.from_numpy(crop).to(self.device), progress).cpu().numpy()
+        out = []
+        for i in range(len(images)):
+            full = np.full((s.shape[1],) + shape[1:], -1.0, dtype=np.float32)
+            if self.settings.crop:  # tumour lies inside the brain: -1 outside this image's own brain
+                np.copyto(full[sub], s[i], where=masks[i][box])
+            else:
+                full[sub] = s[i]
             out.append(full)
         return out
 

@@ -35,3 +35,11 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
     assert res["sweep_maps"]["warm_computed"] == 0 and res["sweep_maps"]["cold_computed"] > 0
     assert res["sweep_maps"]["warm_cached"] == res["sweep_maps"]["cold_computed"]
     assert "| TC |" in text and "| WT |" in text and "| ET |" in text
+    # fast inference: the section and its agreement figures (Dice per region of ours vs the plain sliding window)
+    assert "## Fast inference: the Predictor vs a plain sliding window" in text and "ours vs baseline" in text
+    fi = res["fast_infer"]
+    for key, dice in fi["dice"].items():
+        assert set(dice) == {"TC", "WT", "ET"}, key
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in dice.values()), (key, dice)
+    assert "ours_vs_baseline" in fi["dice"] and 0.0 <= fi["min_dice"] <= 1.0
+    assert fi["seconds"]["baseline"] > 0 and fi["seconds"]["ours"] > 0
