@@ -7,6 +7,7 @@
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
     singr config      print the resolved config (--show) or its JSON Schema (--schema)
     singr convert     rewrite a singr 0.1 checkpoint (.pt pickle) in the safe format
+    singr export      the networks as TorchScript or ONNX, checked against PyTorch
     singr tune        hyperparameter sweep on Ray (the tune extra; same as python -m tune)
     singr report      comparison report of a grid sweep, from MLflow (the tune extra)
     singr serve       HTTP inference endpoint on Ray Serve (the serve extra)
@@ -239,6 +240,56 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export each member network (TorchScript or ONNX, with a JSON sidecar), then compare each
+    export's logits with PyTorch's on a crop of --check-case (else a random normalised input);
+    exit 2 when a difference exceeds --tolerance."""
+    from .engine.export import (
+        EXPORT_FORMATS,
+        case_sample,
+        check_export,
+        export_model,
+        random_sample,
+        read_sidecar,
+        resolve_model_files,
+    )
+
+    if args.format not in EXPORT_FORMATS:
+        raise SingrInputError(f"unknown export format {args.format!r} (--format); expected one of "
+                              f"{', '.join(EXPORT_FORMATS)}")
+    if args.check_case and not Path(args.check_case).is_dir():
+        raise SingrInputError("--check-case: case folder does not exist; expected a folder with the 4 modality "
+                              "files (t1n, t1c, t2w, t2f or flair, t1, t1ce, t2)", path=args.check_case)
+    members = resolve_model_files(args.model, args.tracking_uri)
+    roi = tuple(args.roi) if args.roi else None
+    files = export_model(members, args.format, Path(args.out), roi=roi, opset=args.opset,  # type: ignore[arg-type]
+                         trust=args.trust_checkpoint, staged_norms=not args.native_norms)
+    worst = 0.0
+    for src, f in zip(members, files):
+        side = read_sidecar(f)
+        exp = side["export"]
+        size = [int(v) for v in side["input"]["exported_at"][2:]]  # the window exported at (--roi or the model's)
+        msg = (f"[singr] {f} ({args.format} by {exp['method']}, {exp['bytes'] / 1e6:.2f} MB, {exp['seconds']:.1f} s; "
+               f"input ({', '.join(map(str, side['input']['shape']))})); sidecar {f.name}.json")
+        if args.no_check:
+            print(msg, flush=True)
+            continue
+        if args.check_case:
+            sample = case_sample(args.check_case, size, side["input"]["modalities"], side["input"]["channels"])
+            what = f"a {'x'.join(map(str, size))} crop of {Path(args.check_case).name}"
+        else:
+            sample = random_sample(side["input"]["channels"], size)
+            what = f"a random normalised {'x'.join(map(str, size))} input"
+        diff = check_export(f, args.format, src, sample, trust=args.trust_checkpoint)
+        worst = max(worst, diff)
+        print(f"{msg}\n[singr]   max abs difference from PyTorch on {what}: {diff:.3g}", flush=True)
+    if worst > args.tolerance:
+        print(f"singr export: error: an export differs from PyTorch by {worst:.3g} > {args.tolerance:g} "
+              "(--tolerance)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     try:  # Ray lives in the optional tune package: imported here, never at module import time
         from tune.cli import run
@@ -359,6 +410,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the .safetensors file to write")
     p.add_argument("--trust-checkpoint", action="store_true", help="confirm the .pt file is yours")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export a model's networks as TorchScript or ONNX (+ a JSON sidecar)",
+                       description="Write each member network of a model as a standalone TorchScript or ONNX file "
+                       "(image (batch, C, x, y, z) float32 -> raw logits; dynamic batch and spatial sizes where the "
+                       "network allows: unet3d, unetpp, segresnet; fixed for unetr and swinunetr) and beside it "
+                       "<file>.json: modality order, normalisation, regions, threshold, sliding window, lambda/delta/"
+                       "gamma, the checkpoint's sha256. Then compares each export with PyTorch (exit 2 above "
+                       "--tolerance).")
+    p.add_argument("--model", "--checkpoint", nargs="+", dest="model", required=True,
+                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias>")
+    p.add_argument("--format", required=True, help="torchscript | onnx")
+    p.add_argument("--out", required=True, help="output file (one member: .onnx, or .torchscript/.pt) or folder "
+                   "(one <member>.onnx / <member>.torchscript per member)")
+    p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="input size to export at (default: the "
+                   "model's sliding window); the fixed input size of unetr/swinunetr exports")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--native-norms", action="store_true", help="ONNX: keep the native InstanceNormalization "
+                   "(faster in onnxruntime, but 1e-4..1e-2 from PyTorch on real images) instead of staged reductions")
+    p.add_argument("--check-case", metavar="DIR", help="check on a crop of this case folder (default: a random "
+                   "normalised input)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted max abs difference from "
+                   "PyTorch's logits (default 1e-4)")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--tracking-uri", help="MLflow store for a registry model")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a singr 0.1 checkpoint (.pt, a torch pickle that can run code when loaded)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("tune", help="hyperparameter sweep on Ray (maps -> Tune/Optuna/ASHA -> MLflow)",
                        description="Same as `python -m tune`: SiNG maps for tune.lam_grid with Ray Data, an "
