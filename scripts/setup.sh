@@ -19,6 +19,12 @@ fi
 VPY="$ROOT/.venv/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  # Debian's Chromium drives the viewer's browser test (Playwright uses it; no browser download)
+  echo "[setup] installing Debian's chromium for the browser test"
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null; } \
+    || echo "[setup] warning: could not install chromium; the viewer's browser test will fail"
+fi
 stamp=".venv/.singr-setup-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ] && "$VPY" -c "import torch, FastGeodis, monai, singr" 2>/dev/null; then
   echo "[setup] .venv is up to date"

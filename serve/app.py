@@ -21,7 +21,6 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -163,9 +162,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
                   health_check_period_s=5, health_check_timeout_s=30)
 @serve.ingress(api)
 class SingrSegmenter:
-    """One replica: loads the model in the background, then serves the routes."""
+    """One replica. Its (async) constructor loads the model in a worker thread, so Serve routes
+    requests to the replica only once it can answer them; a model that fails to load leaves
+    the replica up to say why (/v1/health: 503) while ``check_health`` reports it unhealthy,
+    and Serve restarts it."""
 
-    def __init__(self, **settings: Any):
+    async def __init__(self, **settings: Any):  # type: ignore[misc]
         unknown = set(settings) - set(SETTINGS_DEFAULTS)
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}; expected {sorted(SETTINGS_DEFAULTS)}")
@@ -182,7 +184,7 @@ class SingrSegmenter:
             import torch
 
             torch.set_num_threads(int(self.settings["num_threads"]))
-        threading.Thread(target=self._load, name="singr-model-load", daemon=True).start()
+        await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
         t0 = time.perf_counter()
@@ -254,7 +256,8 @@ class SingrSegmenter:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="SiNGR segmentation: API",
                                    swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # nothing leaves the origin
 
     @api.get("/v1/health", tags=["v1"], summary="Readiness: 200 once the model is loaded, 503 before",
              responses={503: {"description": "loading, or the model failed to load"}})

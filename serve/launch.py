@@ -35,8 +35,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_config(path: str | Path | None) -> tuple[dict, dict, dict]:
-    """(http_options, application args, deployment options) of the first application."""
+def read_config(path: str | Path | None) -> tuple[dict, dict, dict, str]:
+    """(http_options, application args, deployment options, proxy_location) of the first
+    application; proxy_location defaults to HeadOnly (one HTTP proxy: on a local multi-node
+    cluster every node has the address 127.0.0.1, so per-node proxies would share a port)."""
     path = Path(path) if path else DEFAULT_CONFIG
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
@@ -46,7 +48,8 @@ def read_config(path: str | Path | None) -> tuple[dict, dict, dict]:
     app = apps[0]
     deps = app.get("deployments") or [{}]
     dep = {k: v for k, v in deps[0].items() if k != "name"}
-    return dict(cfg.get("http_options") or {}), dict(app.get("args") or {}), dep
+    return dict(cfg.get("http_options") or {}), dict(app.get("args") or {}), dep, str(cfg.get("proxy_location",
+                                                                                                   "HeadOnly"))
 
 
 class _Stop(Exception):
@@ -57,7 +60,7 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         tracking_uri: str | None = None, replicas: int | None = None, max_ongoing_requests: int | None = None,
         num_gpus: float | None = None, num_cpus: float | None = None, address: str = "local",
         api_key: str | None = None, wait_s: float | None = None) -> int:
-    http, args, dep = read_config(config)
+    http, args, dep, proxy = read_config(config)
     host = host or http.get("host") or "127.0.0.1"
     port = int(port or http.get("port") or 8000)
     key = api_key or os.environ.get("SINGR_API_KEY") or args.get("api_key")
@@ -103,7 +106,7 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
             signal.signal(s, _stop)
-        serve.start(http_options={**http, "host": host, "port": port})
+        serve.start(proxy_location=proxy, http_options={**http, "host": host, "port": port})
         serve.run(make_app(args, dep), name="singr", route_prefix="/", blocking=False)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"

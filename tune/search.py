@@ -100,7 +100,7 @@ def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
 
 
 def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
-               callbacks: list[Any], resume: bool = True) -> tuple[Any, bool]:
+               callbacks: list[Any], resume: bool = True, stopper: Any = None) -> tuple[Any, bool]:
     """Fit (or restore and finish) the sweep; returns (ResultGrid, restored)."""
     import optuna
     from ray import tune
@@ -113,10 +113,8 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
                                    resume_errored=True)
         return tuner.fit(), True
     t = plan.cfg.tune
-    from .guards import Watchdog
-
     run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path), callbacks=list(callbacks),
-                                stop=Watchdog(float(t.stall_timeout_s)), verbose=0)
+                                stop=stopper, verbose=0)
     if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
         tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
                            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),

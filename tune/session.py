@@ -124,12 +124,28 @@ def check_tracking_store(uri: str, experiment: str, timeout: float = 5.0) -> Non
         folder = db.parent
         if not folder.is_dir():
             raise SingrInputError(f"the MLflow store's folder does not exist (tracking URI {uri})", path=folder)
-        if db.exists() and not os.access(db, os.W_OK):
-            raise SingrInputError(f"the MLflow store is read-only (tracking URI {uri}); point mlflow.tracking_uri "
-                                  "at a writable store", path=db)
-        if not db.exists() and not os.access(folder, os.W_OK):
-            raise SingrInputError(f"cannot create the MLflow store: its folder is read-only (tracking URI {uri})",
-                                  path=folder)
+        if db.exists():
+            import sqlite3
+
+            try:  # a write, rolled back: the real test (permission bits say nothing to root)
+                con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout)
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("CREATE TABLE singr_write_probe (x)")
+                    con.rollback()
+                finally:
+                    con.close()
+            except sqlite3.Error as e:
+                raise SingrInputError(f"the MLflow store cannot be written ({e}; tracking URI {uri}); point "
+                                      "mlflow.tracking_uri at a writable store", path=db) from None
+            return
+        probe = folder / f".singr-write-test-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise SingrInputError(f"cannot create the MLflow store: its folder is not writable ({e.strerror}; "
+                                  f"tracking URI {uri})", path=folder) from None
         return
     u = urlparse(uri)
     if u.scheme in ("http", "https"):
@@ -166,6 +182,9 @@ class RaySession:
         self._set_env("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # validation metrics only when measured
         self._set_env("RAY_AIR_NEW_OUTPUT", "0")
         self._set_env("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # the sweep prints its own lines
+        # a tracking server that goes away costs seconds per call, not minutes of retries
+        self._set_env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"))
+        self._set_env("MLFLOW_HTTP_REQUEST_TIMEOUT", os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "20"))
         self._route_logs()
         import ray
 

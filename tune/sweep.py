@@ -44,7 +44,7 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
     """Stages 1-5 (see the module docstring); returns the exit code."""
     import ray
 
-    from .guards import PlacementGroupJanitor
+    from .guards import PlacementGroupJanitor, Watchdog
     from .maps import compute_maps
     from .search import Progress, concurrency, run_search
     from .tracking import TrialRuns, parent_run
@@ -71,14 +71,16 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
     bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs))
     bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
     janitor = PlacementGroupJanitor(bundle)
-    grid, restored = run_search(plan, scale, conc, [runs, bar, janitor], resume=resume)
+    watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
+    grid, restored = run_search(plan, scale, conc, [runs, bar, janitor], resume=resume, stopper=watchdog)
     maps["resources"] = janitor.finish()
-    return finish(plan, grid, restored, maps, parent, runs, t0)
+    return finish(plan, grid, restored, maps, parent, runs, t0, stalled=watchdog.fired)
 
 
 def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], parent: str, runs: Any,
-           t0: float) -> int:
-    """Results files, then registration (search) or the report (grid)."""
+           t0: float, stalled: bool = False) -> int:
+    """Results files, then registration (search) or the report (grid). Exit codes: 0 done,
+    130 interrupted (run the command again to resume), 3 ended by the watchdog."""
     from .results import format_table, interrupted, trial_rows, write_csv, write_plot
 
     cfg = plan.cfg
@@ -93,6 +95,15 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
                                "parent_run_id": parent, "mlflow_not_logged": runs.failures,
                                "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
     summary_p = plan.results_dir / "summary.json"
+    if stalled:
+        summary["stalled"] = True
+        write_json(summary_p, summary, indent=1, default=str)
+        doing = [f"{r['trial_id']}: {r['epochs_run']} epoch(s)" for r in rows if not r["error"]]
+        _close(plan, parent, "FAILED", summary, [], runs)
+        print(f"[tune] the watchdog ended the sweep: no trial reported for {plan.cfg.tune.stall_timeout_s:g} s "
+              f"(tune.stall_timeout_s). Trials: {'; '.join(doing) or 'none started'}. Ray's logs: "
+              f"{plan.sweep_dir / 'logs'}. Run the same command again to resume it.", flush=True)
+        return 3
     if interrupted(grid, plan.n_trials):
         summary["interrupted"] = True
         write_json(summary_p, summary, indent=1, default=str)

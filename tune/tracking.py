@@ -116,6 +116,8 @@ def parent_run(plan: SweepPlan) -> str:
 class TrialRuns(Callback):
     """One MLflow child run per trial under the sweep's parent run (see the module docstring)."""
 
+    RETRY_AFTER_S = 60.0
+
     def __init__(self, plan: SweepPlan, parent_run_id: str):
         self.plan = plan
         self.uri = plan.tracking_uri
@@ -125,6 +127,7 @@ class TrialRuns(Callback):
         self.failures: list[str] = []        # what could not be logged (the server went away, ...)
         self._client: Any = None
         self._exp_id: str | None = None
+        self._down_until = 0.0               # after a failure, calls are skipped for a while (not retried each)
 
     @property
     def client(self) -> Any:
@@ -133,13 +136,20 @@ class TrialRuns(Callback):
         return self._client
 
     def _safe(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None when MLflow fails: the failure is recorded (and printed once), and
+        for ``RETRY_AFTER_S`` seconds later calls are skipped and recorded, so that a server
+        that went away costs the sweep nothing but the missing logs."""
+        if time.time() < self._down_until:
+            self.failures.append(f"{what}: skipped (the MLflow store did not answer)")
+            return None
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - tracking must never stop a sweep
             msg = f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            if not self.failures or self.failures[-1] != msg:
-                print(f"[tune] MLflow: could not log {msg}", flush=True)
+            print(f"[tune] MLflow: could not log {msg}; the sweep goes on (retrying MLflow in "
+                  f"{self.RETRY_AFTER_S:.0f} s)", flush=True)
             self.failures.append(msg)
+            self._down_until = time.time() + self.RETRY_AFTER_S
             return None
 
     def _existing(self, trial_id: str) -> str | None:

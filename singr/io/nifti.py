@@ -177,13 +177,28 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, header: Any = None, *, co
 # --------------------------------------------------------------------------- uploads
 
 class _Stream:
-    """Sequential reader over plain or gzip bytes that never inflates more than asked for."""
+    """Sequential reader over plain or gzip bytes that never inflates more than asked for.
+
+    Gzip input is fed in slices of ``IN_CHUNK`` bytes and inflated in pieces of at most
+    ``OUT_CHUNK`` bytes written straight into the caller's buffer, so reading costs the
+    buffer and a few hundred kilobytes, whatever the sizes."""
+
+    IN_CHUNK = 1 << 18
+    OUT_CHUNK = 1 << 20
 
     def __init__(self, data: bytes, gz: bool, *, case: str | None, name: str | None):
         self.data, self.gz, self.case, self.name = memoryview(data), gz, case, name
         self.pos = 0
-        self.src: bytes | memoryview = self.data
+        self.tail: bytes = b""
         self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _input(self) -> bytes | memoryview:
+        if self.tail:
+            tail, self.tail = self.tail, b""
+            return tail
+        piece = self.data[self.pos:self.pos + self.IN_CHUNK]
+        self.pos += len(piece)
+        return piece
 
     def read_into(self, out: memoryview) -> int:
         """Fill ``out`` as far as the stream allows; returns the number of bytes written."""
@@ -196,21 +211,29 @@ class _Stream:
         got = 0
         while got < n:
             if self.dec.eof:  # next gzip member, if any (trailing garbage is ignored, as gzip does)
-                unused = self.dec.unused_data
-                if unused[:2] != _GZIP_MAGIC:
+                left = bytes(self.dec.unused_data)  # all input past the member's end (tail repeats it)
+                if (left + bytes(self.data[self.pos:self.pos + 2]))[:2] != _GZIP_MAGIC:
                     break
+                self.tail = left
                 self.dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self.src = unused
-            try:
-                chunk = self.dec.decompress(self.src, n - got)  # at most what is still needed
-            except zlib.error as err:
-                raise NiftiBytesError(f"corrupt gzip data ({err}); expected a .nii.gz file", case=self.case,
-                                      path=self.name) from err
-            self.src = self.dec.unconsumed_tail
+            src = self._input()
+            if not len(src) and not self.dec.eof:
+                try:  # flush what the decompressor still holds
+                    chunk = self.dec.decompress(b"", min(n - got, self.OUT_CHUNK))
+                except zlib.error as err:
+                    raise NiftiBytesError(f"corrupt gzip data ({err}); expected a .nii.gz file", case=self.case,
+                                          path=self.name) from err
+                if not chunk:
+                    break  # input exhausted mid-stream: the caller reports the short read
+            else:
+                try:
+                    chunk = self.dec.decompress(src, min(n - got, self.OUT_CHUNK))  # at most what is needed
+                except zlib.error as err:
+                    raise NiftiBytesError(f"corrupt gzip data ({err}); expected a .nii.gz file", case=self.case,
+                                          path=self.name) from err
+                self.tail = self.dec.unconsumed_tail or b""
             out[got:got + len(chunk)] = chunk
             got += len(chunk)
-            if not chunk and not self.src and not self.dec.eof:
-                break  # input exhausted mid-stream: the caller reports the short read
         return got
 
 

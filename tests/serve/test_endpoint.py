@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import statistics
-import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -243,41 +242,30 @@ def test_health_model_and_docs(server):
     assert httpx.get(base + "/docs", timeout=30).status_code == 200
 
 
-def test_health_is_503_until_loaded(trained, monkeypatch):
-    """In-process (no Ray): the replica answers 503 while its model loads, 200 after."""
+def test_replica_is_ready_when_constructed_and_reports_a_failed_load(trained):
+    """In-process (no Ray): the (async) constructor returns once the model is loaded, so Serve
+    routes nothing to a loading replica; a model that cannot load is a 503 with the reason and
+    an unhealthy replica for Serve's health check."""
     import serve.app as sa
 
-    gate = threading.Event()
-    real = sa.load_model
+    # the user class under Serve's ingress wrapper
+    cls = next(c for c in sa.SingrSegmenter.func_or_class.__mro__ if "_load" in vars(c))
+    assert inspect.iscoroutinefunction(cls.__init__)
 
-    def slow_load(*a, **k):
-        gate.wait(60)
-        return real(*a, **k)
+    def build(**kw):
+        obj = object.__new__(cls)
+        asyncio.run(cls.__init__(obj, **kw))
+        return obj
 
-    monkeypatch.setattr(sa, "load_model", slow_load)
-    # the user class under Serve's ingress wrapper (whose __init__ is async)
-    cls = next(c for c in sa.SingrSegmenter.func_or_class.__mro__
-               if "_load" in vars(c) and not inspect.iscoroutinefunction(vars(c)["__init__"]))
-    obj = cls(model=str(trained["checkpoint"]), device="cpu")
-    r = asyncio.run(obj.health())
-    assert r.status_code == 503 and json.loads(r.body)["error"] == "loading"
-    request = types.SimpleNamespace(headers={})
-    assert asyncio.run(obj.model(request)).status_code == 503
-    gate.set()
-    deadline = time.time() + 60
-    while obj.loaded is None and obj.load_error is None and time.time() < deadline:
-        time.sleep(0.1)
-    assert asyncio.run(obj.health())["status"] == "ready"
-    # a source that cannot load stays 503 with the reason
-    bad = cls(model=str(trained["work"] / "nope.safetensors"))
-    deadline = time.time() + 60
-    while bad.load_error is None and time.time() < deadline:
-        time.sleep(0.1)
+    obj = build(model=str(trained["checkpoint"]), device="cpu")
+    assert obj.loaded is not None and asyncio.run(obj.health())["status"] == "ready"
+    obj.check_health()
+    bad = build(model=str(trained["work"] / "nope.safetensors"))
     r = asyncio.run(bad.health())
     assert r.status_code == 503 and "not found" in json.loads(r.body)["detail"]
+    assert asyncio.run(bad.model(types.SimpleNamespace(headers={}))).status_code == 503
     with pytest.raises(RuntimeError, match="failed to load"):  # Serve's health check marks it unhealthy
         bad.check_health()
-    obj.check_health()
 
 
 # --------------------------------------------------------------------------- bad requests

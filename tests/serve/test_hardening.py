@@ -1,0 +1,300 @@
+"""The endpoint against hostile or unlucky clients, and `singr serve` as a process.
+
+Each test here failed on singr 0.1: voxel bombs cost gigabytes, trickling uploads blocked the
+health check, a zero sform gave a plain-text 500, FastAPI's own errors were not the
+documented JSON, there was no API key, /v1/model showed server paths, the label map copied
+the upload's free-text header, a model that failed to load left `singr serve` answering 503
+forever, and SIGTERM left Ray's agents orphaned."""
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+PY = sys.executable
+BIN = Path(PY).parent
+KEY = "sekret-key"
+MODS = ("flair", "t1", "t1ce", "t2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _nii_gz(array: np.ndarray, affine: np.ndarray | None = None, header=None) -> bytes:
+    return gzip.compress(nib.Nifti1Image(array, np.eye(4) if affine is None else affine, header=header).to_bytes(),
+                         compresslevel=1)
+
+
+def _files(mapping: dict[str, bytes]) -> list:
+    return [(m, (f"{m}.nii.gz", d, "application/gzip")) for m, d in mapping.items()]
+
+
+@pytest.fixture(scope="module")
+def hardened(smoke_model):
+    """The app with small limits and an API key, on a free loopback port."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray import serve
+
+    from serve.app import make_app
+
+    port = _free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="singr-harden")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(make_app({"model": str(smoke_model["checkpoint"]), "api_key": KEY, "max_upload_mb": 16,
+                            "max_voxels": 64 ** 3, "upload_timeout_s": 8, "upload_idle_s": 3,
+                            "max_concurrent_uploads": 3, "num_threads": 1},
+                           {"num_replicas": 1, "max_ongoing_requests": 8, "ray_actor_options": {"num_cpus": 0.5}}),
+                  name="singr", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline and httpx.get(base + "/v1/health", timeout=10).status_code != 200:
+            time.sleep(0.3)
+        yield {"base": base, "port": port, "model": smoke_model, "headers": {"X-API-Key": KEY}}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def _is_problem(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("application/json"), r.headers["content-type"]
+    body = r.json()
+    assert set(body) == {"error", "detail", "file", "case"} and body["error"] and body["detail"], body
+    return body
+
+
+def test_voxel_bomb_is_refused_from_its_header(hardened):
+    bomb = _nii_gz(np.zeros((320, 320, 320), np.uint8))  # 32.8 M voxels in a few kB
+    t0 = time.perf_counter()
+    r = httpx.post(hardened["base"] + "/v1/segment", files=_files({m: bomb for m in MODS}),
+                   headers=hardened["headers"], timeout=60)
+    body = _is_problem(r, 413)
+    assert "voxels" in body["detail"] and body["file"] == "flair.nii.gz"
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_trickling_uploads_do_not_block_health(hardened):
+    """12 clients send a body a byte at a time: uploads hold at most 3 slots (the others get 503
+    at once) and time out (408); meanwhile the health check answers every time."""
+    base, port = hardened["base"], hardened["port"]
+    answers: list[int] = []
+
+    def trickle() -> None:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+                "Content-Type: application/gzip\r\nContent-Length: 1000000\r\n\r\n")
+        s.sendall(head.encode())
+        try:
+            for _ in range(40):
+                s.sendall(b"\x1f")
+                time.sleep(0.5)
+        except OSError:
+            pass  # the server answered and closed
+        try:
+            data = s.recv(4096).decode(errors="replace")
+            answers.append(int(data.split()[1]) if data.startswith("HTTP/") else -1)
+        except (OSError, ValueError, IndexError):
+            answers.append(-1)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=trickle, daemon=True) for _ in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    slowest = 0.0
+    for _ in range(10):
+        t0 = time.perf_counter()
+        assert httpx.get(base + "/v1/health", timeout=10).status_code == 200
+        slowest = max(slowest, time.perf_counter() - t0)
+        time.sleep(0.5)
+    for t in threads:
+        t.join(timeout=60)
+    assert slowest < 2.0, slowest
+    assert sorted(set(answers)) <= [408, 503] and answers.count(408) >= 1 and answers.count(503) >= 1, answers
+    small = hardened["model"]["files"]  # and the replica still segments
+    assert httpx.post(base + "/v1/segment", files=_files(small), headers=hardened["headers"],
+                      timeout=120).status_code == 200
+
+
+def _with_sform(data: bytes, srow: np.ndarray) -> bytes:
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    hdr = img.header.copy()
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = srow
+    return gzip.compress(nib.Nifti1Image(np.asarray(img.dataobj), None, header=hdr).to_bytes())
+
+
+@pytest.mark.parametrize("srow", [np.zeros((3, 4)), np.array([[1.0, 0, 0, 0], [0, np.nan, 0, 0], [0, 0, 1, 0]])])
+@pytest.mark.parametrize("output", ["nifti", "json"])
+def test_degenerate_geometry_is_a_json_422(hardened, srow, output):
+    files = {m: _with_sform(d, srow) for m, d in hardened["model"]["files"].items()}
+    r = httpx.post(hardened["base"] + "/v1/segment", params={"output": output}, files=_files(files),
+                   headers=hardened["headers"], timeout=60)
+    assert "affine" in _is_problem(r, 422)["detail"]
+
+
+def test_every_error_is_the_documented_json(hardened):
+    base, h = hardened["base"], hardened["headers"]
+    _is_problem(httpx.get(base + "/v1/segment", headers=h, timeout=30), 405)
+    _is_problem(httpx.get(base + "/v1/nothing", timeout=30), 404)
+    body = _is_problem(httpx.post(base + "/v1/segment", params={"output": "png"}, files=_files({"t2": b"x"}),
+                                  headers=h, timeout=30), 422)
+    assert "output" in body["detail"]
+    _is_problem(httpx.get(base + "/static/../app.py", timeout=30), 404)
+
+
+def test_api_key_and_no_server_paths(hardened):
+    base, small = hardened["base"], hardened["model"]["files"]
+    _is_problem(httpx.post(base + "/v1/segment", files=_files(small), timeout=60), 401)
+    _is_problem(httpx.post(base + "/v1/segment", files=_files(small), headers={"X-API-Key": "wrong"}, timeout=60),
+                401)
+    _is_problem(httpx.get(base + "/v1/model", timeout=30), 401)
+    health = httpx.get(base + "/v1/health", timeout=30)
+    model = httpx.get(base + "/v1/model", headers=hardened["headers"], timeout=30)
+    assert health.status_code == 200 and model.status_code == 200
+    text = health.text + model.text
+    for leak in (str(hardened["model"]["work"]), "/tmp/", "/work/", "/root"):
+        assert leak not in text, leak
+    assert model.json()["uri"] == "best.safetensors"
+
+
+def test_label_map_drops_free_text_from_the_upload(hardened):
+    hdr = nib.Nifti1Header()
+    hdr["descrip"] = b"Patient: Jane Doe"
+    hdr.extensions.append(nib.nifti1.Nifti1Extension(6, b"Jane Doe, MRN 1234"))
+    files = {}
+    for m, d in hardened["model"]["files"].items():
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(d))
+        files[m] = _nii_gz(np.asarray(img.dataobj), img.affine, header=hdr)
+    r = httpx.post(hardened["base"] + "/v1/segment", files=_files(files), headers=hardened["headers"], timeout=120)
+    assert r.status_code == 200, r.text
+    raw = gzip.decompress(r.content)
+    out = nib.Nifti1Image.from_bytes(raw)
+    assert b"Jane" not in raw and len(out.header.extensions) == 0
+    assert bytes(out.header["descrip"]).strip(b"\0") == b""
+
+
+def test_a_replica_whose_model_fails_is_unhealthy(hardened, tmp_path):
+    from ray import serve
+
+    from serve.app import make_app
+
+    bad = tmp_path / "corrupt.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + b"\0" * 100)
+    status = ""
+    try:  # Serve's health check fails the replica: the deployment fails (or shows UNHEALTHY meanwhile)
+        serve.run(make_app({"model": str(bad)}, {"ray_actor_options": {"num_cpus": 0.25}}), name="broken",
+                  route_prefix="/broken", blocking=False)
+        deadline = time.time() + 120
+        while time.time() < deadline and not status.endswith(("UNHEALTHY", "DEPLOY_FAILED")):
+            app = serve.status().applications.get("broken")
+            status = str(app.deployments["SingrSegmenter"].status if app else "")
+            time.sleep(1.0)
+    except RuntimeError as e:
+        status = f"DEPLOY_FAILED: {e}"
+    finally:
+        serve.delete("broken")
+    assert status.endswith(("UNHEALTHY", "DEPLOY_FAILED")) or "failed" in status, status
+
+
+# --------------------------------------------------------------------------- `singr serve` as a process
+
+
+def _serve_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "MLFLOW_TRACKING_URI"}
+    env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def test_serve_refuses_bad_sources_before_starting(tmp_path):
+    singr = str(BIN / "singr")
+    t0 = time.time()
+    p = subprocess.run([singr, "serve", "--model", "missing.safetensors"], cwd=tmp_path, env=_serve_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "missing.safetensors" in p.stderr and "not found" in p.stderr
+    p = subprocess.run([singr, "serve", "--model", "models:/nope@champion"], cwd=tmp_path, env=_serve_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no MLflow store" in p.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # looking for a model never creates an empty store
+    p = subprocess.run([singr, "serve", "--model", "x.safetensors", "--host", "0.0.0.0"], cwd=tmp_path,
+                       env=_serve_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "API key" in p.stderr
+    assert time.time() - t0 < 60  # no Ray was started for any of these
+
+
+def _wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.time() + timeout
+    assert proc.stdout is not None
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"no {needle!r} in:\n" + "".join(lines))
+
+
+def _descendants(pid: int) -> set[int]:
+    from tune.cluster import descendants
+
+    return descendants([pid]) - {pid}
+
+
+def test_serve_exits_with_the_load_error(tmp_path):
+    bad = tmp_path / "corrupt.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + b"\0" * 100)
+    p = subprocess.run([str(BIN / "singr"), "serve", "--model", str(bad), "--port", str(_free_port())],
+                       cwd=tmp_path, env=_serve_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "failed to load" in p.stdout and "cannot read checkpoint" in p.stdout
+
+
+def test_sigterm_stops_serve_cleanly(smoke_model, tmp_path):
+    from tune.cluster import _alive
+
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "singr"), "serve", "--model", str(smoke_model["checkpoint"]), "--port",
+                             str(port)], cwd=tmp_path, env=_serve_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_line(proc, "model loaded, ready", 300)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200
+        kids = _descendants(proc.pid)
+        assert kids, "Ray's processes run below singr serve"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "[singr] stopping" in out
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in kids):
+        time.sleep(0.5)
+    assert not [p for p in kids if _alive(p)], "orphaned processes after SIGTERM"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)

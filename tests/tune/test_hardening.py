@@ -1,0 +1,200 @@
+"""The sweep never hangs and stops early on bad input: it talks only to its own Ray, whatever
+else runs on the machine or is named in /tmp/ray; every wait is bounded; bad labels and an
+unwritable MLflow store are one line and exit 2 before any training; everything listens on
+127.0.0.1 only. Each of these hung, leaked or printed a traceback in singr 0.1."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.tune.conftest import BIN, PY, sweep_overrides, sweep_summary, tune_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+CURRENT = Path("/tmp/ray/ray_current_cluster")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _run_sweep(work: Path, data: Path, name: str, watch_sockets: bool = False, env_extra=None, **more) -> dict:
+    """Run a smoke sweep to its end; returns its exit code, output, wall time and (optionally)
+    the listening sockets its processes held while it ran."""
+    from tune.cluster import descendants, listening_sockets
+
+    cmd = [PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(work, data, name, **more)]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=work, env=tune_env(**(env_extra or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen: list[tuple[str, int, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.extend(listening_sockets(descendants([proc.pid])))
+            time.sleep(2.0)
+
+    t = threading.Thread(target=watch, daemon=True)
+    if watch_sockets:
+        t.start()
+    try:
+        out, err = proc.communicate(timeout=900)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    return {"code": proc.returncode, "out": out, "err": err, "wall": time.time() - t0, "sockets": seen}
+
+
+@pytest.fixture
+def other_cluster():
+    """A second Ray cluster on this machine (`ray start --head`, its own temp dir), named by
+    /tmp/ray/ray_current_cluster; stopped by PID afterwards. The file is restored."""
+    from tune.cluster import _free_port, find_processes, stop_processes
+
+    saved = CURRENT.read_bytes() if CURRENT.exists() else None
+    tmp = Path(f"/tmp/rt_{uuid.uuid4().hex[:6]}")
+    port = _free_port()
+    env = tune_env()
+    cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+           f"--port={port}", f"--dashboard-port={_free_port()}", "--num-cpus=1", f"--temp-dir={tmp}",
+           f"--ray-client-server-port={_free_port()}", "--disable-usage-stats"]
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stdout + p.stderr
+        CURRENT.parent.mkdir(parents=True, exist_ok=True)
+        CURRENT.write_text(f"127.0.0.1:{port}")  # what `ray start` leaves for "the" cluster
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_processes(find_processes([str(tmp), f"--address=127.0.0.1:{port}"]))
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        if saved is None:
+            CURRENT.unlink(missing_ok=True)
+        else:
+            CURRENT.write_bytes(saved)
+
+
+# --------------------------------------------------------------------------- the sweep's own Ray
+
+
+def test_stale_current_cluster_file(tmp_path, smoke_data):
+    """/tmp/ray/ray_current_cluster names a cluster that has stopped: three trials one after
+    another still run (their placement groups are freed) and the sweep ends."""
+    saved = CURRENT.read_bytes() if CURRENT.exists() else None
+    try:
+        CURRENT.parent.mkdir(parents=True, exist_ok=True)
+        CURRENT.write_text("127.0.0.1:1")
+        r = _run_sweep(tmp_path, smoke_data, "stale", **{"tune.num_samples": 3, "train.epochs": 1})
+    finally:
+        if saved is None:
+            CURRENT.unlink(missing_ok=True)
+        else:
+            CURRENT.write_bytes(saved)
+    assert r["code"] == 0, r["out"][-3000:] + r["err"][-3000:]
+    s = sweep_summary(tmp_path, "stale")
+    assert s["n_trials"] == 3 and s["n_errors"] == 0 and s["placement_groups_left"] == 0
+    print(f"\n[hardening] stale ray_current_cluster: 3 trials in {r['wall']:.0f} s")
+
+
+def test_another_cluster_running_and_loopback_only(tmp_path, smoke_data, other_cluster):
+    """Another Ray cluster runs (and is named as "the" cluster): the sweep uses its own, ends,
+    and every socket its processes listen on is bound to 127.0.0.1."""
+    r = _run_sweep(tmp_path, smoke_data, "other", watch_sockets=True, **{"tune.num_samples": 3, "train.epochs": 1})
+    assert r["code"] == 0, r["out"][-3000:] + r["err"][-3000:]
+    s = sweep_summary(tmp_path, "other")
+    assert s["n_trials"] == 3 and s["n_errors"] == 0 and s["placement_groups_left"] == 0
+    ports = {(a, p) for a, p, _ in r["sockets"]}
+    assert len(ports) >= 5, ports  # GCS, raylet, dashboard, agents ...
+    wide = sorted((a, p) for a, p in ports if a not in ("127.0.0.1", "::ffff:127.0.0.1"))
+    assert not wide, f"listening beyond loopback: {wide}"
+    assert other_cluster.split(":")[1] not in r["out"]  # never talked about the other one
+    print(f"\n[hardening] another cluster running: 3 trials in {r['wall']:.0f} s; {len(ports)} listening "
+          "sockets, all on 127.0.0.1")
+
+
+def test_soak_under_cpu_load(tmp_path, smoke_data):
+    """The sweep, repeated while another process keeps both cores busy: every run finishes."""
+    burner = subprocess.Popen([PY, "-c", "import multiprocessing as m\n"
+                               "def spin():\n    while True: pass\n"
+                               "ps=[m.Process(target=spin) for _ in range(2)]\n[p.start() for p in ps]\n"
+                               "[p.join() for p in ps]"], start_new_session=True)
+    walls = []
+    try:
+        for i in range(2):
+            (tmp_path / f"r{i}").mkdir()
+            r = _run_sweep(tmp_path / f"r{i}", smoke_data, f"soak{i}", **{"tune.num_samples": 2, "train.epochs": 1})
+            assert r["code"] == 0, r["out"][-3000:] + r["err"][-3000:]
+            walls.append(r["wall"])
+    finally:
+        os.killpg(burner.pid, signal.SIGKILL)
+        burner.wait()
+    print(f"\n[hardening] soak: {len(walls)} sweeps under full CPU load, wall times {[round(w) for w in walls]} s")
+
+
+# --------------------------------------------------------------------------- bounded waits
+
+
+def test_watchdog_ends_a_sweep_without_progress(tmp_path, smoke_data):
+    r = _run_sweep(tmp_path, smoke_data, "stall", **{"tune.num_samples": 1, "tune.stall_timeout_s": 3})
+    assert r["code"] == 3, r["out"][-3000:] + r["err"][-3000:]
+    assert "the watchdog ended the sweep: no trial reported for 3 s" in r["out"]
+    assert sweep_summary(tmp_path, "stall")["stalled"] is True
+
+
+def test_worker_group_start_up_is_retried_a_bounded_number_of_times(tmp_path, smoke_data):
+    """Workers that can never be placed (3 CPUs each on a 2-CPU machine): the trial errors after
+    its start-up retries and the sweep ends, instead of retrying forever."""
+    r = _run_sweep(tmp_path, smoke_data, "noroom", env_extra={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5"},
+                   **{"tune.num_samples": 1, "tune.cpus_per_worker": 3, "tune.start_retries": 1})
+    assert r["code"] == 2 and "no trial finished with a checkpoint" in r["err"], r["out"][-2000:] + r["err"][-2000:]
+    assert r["wall"] < 300
+
+
+# --------------------------------------------------------------------------- bad input, one line
+
+
+def test_unknown_label_value_is_one_line(tmp_path, smoke_data):
+    import shutil
+
+    import nibabel as nib
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data, ignore=shutil.ignore_patterns(".singr_cache"))
+    case = sorted(data.iterdir())[2]
+    seg = case / f"{case.name}_seg.nii.gz"
+    img = nib.load(str(seg))
+    lab = np.asarray(img.dataobj).copy()
+    lab[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(lab, img.affine), str(seg))
+    p = subprocess.run([PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(tmp_path, data, "badlab")],
+                       cwd=tmp_path, env=tune_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "unexpected label values [7]" in lines[0] and case.name in lines[0], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before any run was opened
+
+
+def test_unwritable_mlflow_store_is_one_line_before_any_work(tmp_path, smoke_data):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x)")
+    con.commit()
+    con.close()
+    subprocess.run(["chattr", "+i", str(db)], check=True)  # read-only, even for root
+    try:
+        p = subprocess.run([PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(tmp_path, smoke_data, "ro")],
+                           cwd=tmp_path, env=tune_env(), capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], check=False)
+    assert p.returncode == 2 and "MLflow store cannot be written" in p.stderr and str(db) in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "cache").exists() and not (tmp_path / "ray").exists()
