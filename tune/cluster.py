@@ -8,10 +8,15 @@ else the node's IP and the start of its id.
 127.0.0.1 only, a Ray head that runs no work (``--num-cpus 0``), worker nodes with their own
 CPUs, and an ``mlflow server`` (SQLite store, artifacts proxied by the server). Several
 nodes on one machine need what a real cluster does not (checked on Ray 2.60, see
-docs/dependencies.md): ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``, ``--node-ip-address
-127.0.0.1``, token authentication for joining nodes and clients (``RAY_AUTH_MODE=token``),
-and per node its own agent, metrics, runtime-env, node-manager, object-manager and worker
-ports and its own temp dir. Everything lives under one folder::
+docs/dependencies.md): token authentication for joining nodes and clients
+(``RAY_AUTH_MODE=token``), and per node its own agent, metrics, runtime-env, node-manager,
+object-manager and worker ports and its own temp dir. Every server listens on 127.0.0.1
+only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` stays 0 (with 1, Ray's servers listen on every
+interface and nodes advertise the machine's address), and worker nodes join through
+:mod:`tune._ray_start`, which allows the join in the command-line process alone. (One
+exception that no setting changes: the rendezvous store of ``torch.distributed``, which
+rank 0 of a multi-worker trial opens, listens on all interfaces; single-worker trials open
+none.) Everything lives under one folder::
 
     cluster.json        addresses (GCS, dashboard, MLflow), nodes, ports, temp dirs
     pids/<node>.pids    the processes each node started (found by its temp dir or GCS address,
@@ -130,6 +135,40 @@ def stop_processes(pids: set[int], grace_s: float = 10.0) -> set[int]:
     return {p for p in pids if _alive(p)}
 
 
+def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every listening TCP socket of ``pids`` (from /proc, no psutil)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:
+            continue
+    out = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] != "0A" or parts[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexaddr, hexport = parts[1].split(":")
+            if v6:
+                raw = bytes.fromhex(hexaddr)
+                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                b = b"".join(words)
+                addr = "::" if not any(b) else ("127.0.0.1" if b[-4:] == b"\x7f\x00\x00\x01" and not any(b[:10])
+                                                else b.hex())
+            else:
+                addr = ".".join(str(x) for x in bytes.fromhex(hexaddr)[::-1])
+            out.append((addr, int(hexport, 16), inodes[parts[9]]))
+    return out
+
+
 # --------------------------------------------------------------------------- the cluster
 
 
@@ -195,7 +234,7 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+        env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
                     "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
                     # a lost node is noticed in seconds, not minutes
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
@@ -205,7 +244,8 @@ class LocalCluster:
     # ---------------------------------------------------------------- up
     def _ray_start(self, node: NodeInfo, gcs: str | None, log: Path) -> None:
         p = node.ports
-        cmd = [str(self.bin / "ray"), "start", "--node-ip-address=127.0.0.1", f"--temp-dir={node.temp_dir}",
+        start = [str(self.bin / "ray"), "start"] if node.head else [self.python, "-m", "tune._ray_start", "start"]
+        cmd = [*start, "--node-ip-address=127.0.0.1", f"--temp-dir={node.temp_dir}",
                f"--num-cpus={node.cpus:g}", "--num-gpus=0", "--disable-usage-stats",
                f"--resources={json.dumps({NODE_RESOURCE_PREFIX + node.name: 1})}",
                f"--node-manager-port={p['node_manager']}", f"--object-manager-port={p['object_manager']}",
@@ -229,8 +269,10 @@ class LocalCluster:
         names = ["node_manager", "object_manager", "agent_listen", "agent_grpc", "metrics", "runtime_env"]
         if head:
             names += ["gcs", "dashboard", "client"]
-        ports = {n: _free_port() for n in names}
-        base = 21000 + 400 * index + int(hashlib.sha1(str(self.root).encode()).hexdigest(), 16) % 20 * 2000
+        ports = {n: _free_port() for n in names}  # the kernel's ephemeral range (32768 and up here)
+        # worker ports: a range below the ephemeral range, so they never meet the ports above; one
+        # range per node, the cluster's offset from its folder (two clusters side by side differ)
+        base = 10000 + int(hashlib.sha1(str(self.root).encode()).hexdigest(), 16) % 8 * 2400 + 400 * index
         ports["min_worker"], ports["max_worker"] = base, base + 399
         return ports
 
@@ -254,7 +296,8 @@ class LocalCluster:
             except OSError:
                 pass
             if proc.poll() is not None:
-                raise RuntimeError(f"the MLflow server exited (code {proc.returncode}); see {self.root}/logs/mlflow.log")
+                raise RuntimeError(f"the MLflow server exited (code {proc.returncode}); "
+                                   f"see {self.root}/logs/mlflow.log")
             time.sleep(0.5)
         raise RuntimeError(f"the MLflow server did not answer within 120 s; see {self.root}/logs/mlflow.log")
 
@@ -334,6 +377,10 @@ class LocalCluster:
         shutil.rmtree(self.tmp_base, ignore_errors=True)
         return left
 
+    def stop_mlflow(self) -> set[int]:
+        """Stop the MLflow server (a fault test: the tracking server goes away)."""
+        return stop_processes(self.processes("mlflow"))
+
     def kill_node(self, name: str) -> list[int]:
         """SIGKILL the raylet of node ``name`` (a lost node, as in the fault tests)."""
         node = next((n for n in self.info().nodes if n.name == name), None)
@@ -346,9 +393,10 @@ class LocalCluster:
 
     def status(self) -> dict[str, Any]:
         info = self.info()
+        listening = sorted({f"{a}:{p}" for a, p, _ in listening_sockets(self.processes())})
         return {"root": info.root, "gcs": info.gcs, "dashboard": info.dashboard, "mlflow": info.mlflow,
                 "nodes": {n.name: {"cpus": n.cpus, "processes": len(self.processes(n.name))} for n in info.nodes},
-                "mlflow_processes": len(self.processes("mlflow")), "env": info.env()}
+                "mlflow_processes": len(self.processes("mlflow")), "listening": listening, "env": info.env()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,14 +34,14 @@ class MapActor:
         self.device = resolve_device(cfg.sing.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import ray
-
         from singr.engine.pipeline import sing_settings
         from singr.preprocess import prepare_case
         from singr.sing import DistanceCache
 
         root = self.cfg.data.cache_dir
-        node = ray.get_runtime_context().get_node_id()
+        from .cluster import node_label
+
+        node = node_label()
         spacing = tuple(self.cfg.data.spacing) if self.cfg.data.spacing else None
         from singr.errors import SingrInputError
 

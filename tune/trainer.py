@@ -163,20 +163,25 @@ def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, n
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
-    return TorchTrainer(
-        train_loop_per_worker,
+    kwargs: dict[str, Any] = dict(
         train_loop_config={"cfg": cfg, "prepared": prepared, "threads": max(1, int(cpus_per_worker)),
                            "evaluate_split": evaluate_split},
-        torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=int(num_workers), use_gpu=gpus_per_worker > 0,
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=int(max_failures),
-                                                   controller_failure_limit=int(start_retries)),  # type: ignore[call-arg]
+            failure_config=ray.train.FailureConfig(max_failures=int(max_failures),  # type: ignore[call-arg]
+                                                   controller_failure_limit=int(start_retries)),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks),
-    )
+            callbacks=callbacks))
+    if int(num_workers) == 1:
+        # one worker needs no process group: no torch.distributed rendezvous store, which would
+        # listen on every interface (torch offers no way to bind it to loopback)
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        return DataParallelTrainer(train_loop_per_worker, **kwargs)
+    return TorchTrainer(train_loop_per_worker, torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0
+                                                                       else "gloo"), **kwargs)
 
 
 def run_trial(params: dict[str, Any], base_cfg: ServiceConfig, trials_dir: str, train_storage: str,
