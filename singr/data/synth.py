@@ -26,7 +26,7 @@ from scipy import ndimage, special
 from ..io import write_nifti
 from .readers.base import MODALITIES
 
-__all__ = ["synthesize_case", "synthesize_dataset", "case_name"]
+__all__ = ["synthesize_case", "synthesize_dataset", "case_name", "write_example_case", "EXAMPLE_FILES"]
 
 # Mean intensity per tissue and modality (flair, t1, t1ce, t2), before scaling.
 _TISSUE = {
@@ -335,3 +335,24 @@ def synthesize_dataset(out_dir: str | Path, n_cases: int = 12, shape: Sequence[i
             write_nifti(files[m], image[c], affine)
         write_nifti(files["seg"], label, affine)
     return folders
+
+
+EXAMPLE_FILES = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
+"""File stem of the example case (BraTS 2023 name) -> the synthetic modality it holds."""
+
+
+def write_example_case(out_dir: str | Path, shape: Sequence[int] = (96, 96, 64), seed: int = 0,
+                       ambiguity: float = 0.0, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """One held-out synthetic case as a user's scan folder: ``out_dir/{t2f,t1n,t1c,t2w,seg}.nii.gz``
+    (plain BraTS 2023 names, labels in the 2023 convention: 1 necrosis, 2 oedema, 3 enhancing).
+
+    It is case 0 of ``seed`` (the data set of :func:`synthesize_dataset` numbers its cases from 1),
+    so a model trained on that data set has never seen it. Returns ``out_dir``."""
+    ambiguity = _check_ambiguity(ambiguity)
+    out = Path(out_dir)
+    image, label = synthesize_case(shape, seed=(int(seed), 0), ambiguity=ambiguity)
+    affine = np.diag([float(s) for s in spacing] + [1.0])
+    for stem, modality in EXAMPLE_FILES.items():
+        write_nifti(out / f"{stem}.nii.gz", image[MODALITIES.index(modality)], affine)
+    write_nifti(out / "seg.nii.gz", np.where(label == 4, 3, label).astype(label.dtype), affine)
+    return out

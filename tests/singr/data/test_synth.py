@@ -226,3 +226,20 @@ def test_ambiguity_png(tmp_path):
         ambiguity_png(tmp_path / "x.png", [{k: v for k, v in cases[0].items() if k != "signed"}])
     with pytest.raises(ValueError, match="must agree"):
         ambiguity_png(tmp_path / "x.png", [dict(cases[0], signed=cases[0]["signed"][:-1])])
+
+
+def test_example_case_is_a_held_out_scan_folder_in_the_2023_convention(tmp_path):
+    import nibabel as nib
+
+    from singr.data.readers import find_case_folder_files, load_case
+    from singr.data.synth import synthesize_case, write_example_case
+
+    folder = write_example_case(tmp_path / "example", shape=(32, 32, 24), seed=0)
+    assert sorted(p.name for p in folder.iterdir()) == ["seg.nii.gz", "t1c.nii.gz", "t1n.nii.gz", "t2f.nii.gz",
+                                                        "t2w.nii.gz"]
+    seg = np.asarray(nib.load(folder / "seg.nii.gz").dataobj)
+    assert 3 in seg and 4 not in seg                       # BraTS 2023 labels: ET = 3
+    _, label1 = synthesize_case((32, 32, 24), seed=(0, 1))   # case 1 of the data set of seed 0
+    assert not np.array_equal(np.where(label1 == 4, 3, label1), seg)  # held out: not a training case
+    case = load_case(find_case_folder_files(folder), check=True)   # reads as a user's scan folder
+    assert case.label_convention == "brats2023" and case.image.shape == (4, 32, 32, 24)
