@@ -124,9 +124,11 @@ class InferConfig(Section):
     overlap: HalfOpenUnit
     sw_batch_size: PosInt
     mode: Literal["constant", "gaussian"]
-    tta: bool
+    tta: bool = Field(description="test-time mirroring over the 3 axes (8 passes, signed maps averaged)")
     crop: bool
-    precision: Literal["float32", "bfloat16"]
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        description="network precision; auto: bfloat16 where the CPU computes it natively, float32 elsewhere")
+    postprocess: bool = Field(description="apply a model's post-processing rules (fitted by `singr postprocess`)")
 
 
 class SynthConfig(Section):

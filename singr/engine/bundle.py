@@ -8,7 +8,9 @@ A *bundle* is a folder with ``singr-model.json``::
 
 A folder without that file is read as an ensemble of every ``*.safetensors`` in it
 (``best.safetensors`` alone when it holds one). :func:`load_predictor` turns any of these
-into the one :class:`singr.engine.infer.Predictor`.
+into the one :class:`singr.engine.infer.Predictor`; the rules are applied unless the config's
+``infer.postprocess`` (or the caller) turns them off. :func:`write_rules` replaces the rules of
+a model folder in place (``singr postprocess`` without ``--out``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from ..errors import SingrInputError
 from ..io import write_json
 from .checkpoint import CHECKPOINT_SUFFIX
 
-__all__ = ["BUNDLE_FILE", "write_bundle", "read_bundle", "load_predictor"]
+__all__ = ["BUNDLE_FILE", "write_bundle", "write_rules", "read_bundle", "read_rules", "load_predictor"]
 
 BUNDLE_FILE = "singr-model.json"
 
@@ -71,22 +73,52 @@ def read_bundle(source: str | Path) -> tuple[list[Path], dict[str, Any]]:
     return found, {"members": [f.name for f in found], "postprocess": None, "info": {}}
 
 
+def write_rules(folder: str | Path, postprocess: dict[str, Any] | None, info: dict[str, Any] | None = None) -> Path:
+    """Replace, in place, the post-processing rules of the model folder ``folder`` (a bundle, or
+    a folder of checkpoints, which becomes a bundle of the same members); ``info`` is merged into
+    the bundle's info. The checkpoints are not touched. Returns ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SingrInputError("rules can be written in place into a model folder only; give an output folder "
+                              "for a checkpoint file", path=folder)
+    members, rec = read_bundle(folder)
+    names = [str(n) for n in rec["members"]] if (folder / BUNDLE_FILE).is_file() else \
+        [m.relative_to(folder).as_posix() for m in members]
+    write_json(folder / BUNDLE_FILE, {"members": names, "postprocess": postprocess,
+                                      "info": {**(rec.get("info") or {}), **(info or {})}})
+    return folder
+
+
+def read_rules(rec: dict[str, Any], source: str | Path | None = None) -> Any:
+    """The :class:`~singr.engine.postprocess.PostprocessRules` of a bundle record, or None; a
+    malformed ``postprocess`` entry is a :class:`SingrInputError` naming the bundle."""
+    if not rec.get("postprocess"):
+        return None
+    from .postprocess import PostprocessRules
+
+    try:
+        return PostprocessRules.from_dict(rec["postprocess"])
+    except ValueError as e:
+        raise SingrInputError(f"{BUNDLE_FILE}: bad post-processing rules ({e})", path=source) from e
+
+
 def load_predictor(source: str | Path | Sequence[str | Path], device: str = "auto", *, trust: bool = False,
-                   postprocess: bool = True, **overrides: Any) -> Any:
+                   postprocess: bool | None = None, **overrides: Any) -> Any:
     """The :class:`Predictor` of a checkpoint, several checkpoints (an ensemble) or a bundle.
-    ``postprocess=False`` ignores a bundle's post-processing rules; ``overrides`` replace
-    inference settings (``tta``, ``roi_size``, ...)."""
+
+    A bundle's post-processing rules are loaded with it (``predictor.postprocess``) and applied
+    when ``postprocess`` says so: None follows the model's config (``infer.postprocess``, true
+    unless the model was trained with it off), False ignores the rules, True applies them.
+    ``overrides`` replace inference settings (``tta``, ``roi_size``, ...)."""
     from .infer import Predictor
 
     if isinstance(source, (str, Path)):
         members, rec = read_bundle(source)
     else:
         members, rec = [Path(s) for s in source], {"postprocess": None, "info": {}}
-    rules = None
-    if postprocess and rec.get("postprocess"):
-        from .postprocess import PostprocessRules
-
-        rules = PostprocessRules.from_dict(rec["postprocess"])
+    rules = read_rules(rec, source if isinstance(source, (str, Path)) else None)
     pred = Predictor.from_checkpoints(members, device, trust=trust, postprocess=rules, **overrides)
+    if postprocess is not None:
+        pred.settings = pred.settings.with_(postprocess=bool(postprocess))
     pred.meta["bundle"] = rec.get("info") or {}
     return pred

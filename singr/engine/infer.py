@@ -7,10 +7,17 @@ For an image (C, D, H, W), already z-scored or not::
     logits_m  = sliding_window(member m, crop, window = min(roi_size, crop rounded up), overlap, blending)
     S_hat     = mean over members m and mirrorings t of tanh(t^-1(logits_m(t(crop))))
     region_r  = S_hat_r >= 0          (tanh >= 0 for SiNGR; sigmoid >= 0.5 for hard-label models)
+    labels    = regions_to_labels(rules(labels_to_regions(regions_to_labels(region))))   (rules: post-processing)
+    regions   = labels_to_regions(labels)
 
-outside the crop (and outside the brain mask) S_hat = -1. The settings (window, overlap,
-blending, mirroring, crop, precision) are an :class:`InferenceSettings`, from the config's
-``infer`` section unless overridden.
+outside the crop (and outside the brain mask) S_hat = -1. The thresholded maps of nested BraTS
+regions need not nest (a voxel with S_ET >= 0 > S_TC); the label map settles it (ET within TC
+within WT: a voxel is in the union of the regions above it), and the regions returned are
+always the label map's (``regions == labels_to_regions(labels)``), so volumes agree with it.
+Post-processing rules act on the nested regions (as they were fitted) when
+``settings.postprocess`` is on. The settings (window, overlap, blending, mirroring, crop,
+precision, post-processing) are an :class:`InferenceSettings`, from the config's ``infer``
+section unless overridden.
 
 Execution (what makes it cheap on a CPU without changing the labels; measured in
 benchmarks/RESULTS.md, "Fast inference"): everything runs under ``torch.inference_mode``;
@@ -43,7 +50,7 @@ from ..config import SingrConfig, from_stored
 from ..errors import SingrInputError
 from ..geometry import bounding_box
 from ..preprocess import normalize_image
-from ..regions import regions_to_labels
+from ..regions import labels_to_regions, regions_to_labels
 
 __all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES", "PRECISIONS",
            "channels_last_copy", "cpu_has_native_bf16", "resolve_precision"]
@@ -79,6 +86,7 @@ class InferenceSettings:
     tta: bool = False               # mirror over the 3 axes (8 passes) and average
     crop: bool = True               # segment the brain's bounding box only
     precision: str = "float32"      # auto | float32 | bfloat16 (autocast); see resolve_precision
+    postprocess: bool = True        # apply the model's post-processing rules (when it has any)
 
     @classmethod
     def from_config(cls, cfg: SingrConfig, **overrides: Any) -> "InferenceSettings":
@@ -88,7 +96,8 @@ class InferenceSettings:
         fixed = cfg.model.name == "unetr"  # UNETR has a fixed input size: its window is the patch
         s = cls(roi_size=tuple(cfg.train.patch_size if fixed else inf.roi_size), overlap=float(inf.overlap),
                 sw_batch_size=int(inf.sw_batch_size), mode=str(inf.mode), multiple=size_multiple(cfg.model.name),
-                fixed_roi=fixed, tta=bool(inf.tta), crop=bool(inf.crop), precision=str(inf.precision))
+                fixed_roi=fixed, tta=bool(inf.tta), crop=bool(inf.crop), precision=str(inf.precision),
+                postprocess=bool(inf.postprocess))
         return s.with_(**overrides)
 
     def with_(self, **overrides: Any) -> "InferenceSettings":
@@ -101,7 +110,7 @@ class InferenceSettings:
 @dataclass
 class Prediction:
     labels: np.ndarray          # (D, H, W) uint8, in the output label convention
-    regions: np.ndarray         # (R, D, H, W) bool
+    regions: np.ndarray         # (R, D, H, W) bool: labels_to_regions(labels), nested for BraTS
     signed: np.ndarray          # (R, D, H, W) float32: the averaged tanh maps (SiNGR's S-hat)
     region_names: tuple[str, ...]
     label_convention: str
@@ -351,15 +360,22 @@ class Predictor:
             out.append(full)
         return out
 
+    @property
+    def applies_postprocess(self) -> bool:
+        """Whether predictions are post-processed: the model has rules and ``settings.postprocess`` is on."""
+        return self.postprocess is not None and self.settings.postprocess
+
     def from_signed(self, signed: np.ndarray, label_convention: str | None = None) -> Prediction:
-        """Threshold S-hat at 0, post-process (when the model has rules), make the label map."""
-        regions = signed >= 0
-        if self.postprocess is not None:
-            regions = self.postprocess.apply(regions, self.region_names)
+        """Threshold S-hat at 0, nest the regions through the label map, post-process (when
+        :attr:`applies_postprocess`), make the label map; the regions returned are the label map's."""
         conv = label_convention or self.meta.get("label_convention") or "brats2020"
         if conv not in ("brats2020", "brats2023", "binary") or (conv == "binary") != (len(self.region_names) == 1):
             conv = self.meta.get("label_convention") or conv
-        return Prediction(regions_to_labels(regions, conv), regions, signed.astype(np.float32, copy=False),
+        regions = labels_to_regions(regions_to_labels(signed >= 0, conv), conv)  # ET within TC within WT
+        if self.applies_postprocess:
+            regions = self.postprocess.apply(regions, self.region_names)  # keeps the nesting
+        labels = regions_to_labels(regions, conv)
+        return Prediction(labels, labels_to_regions(labels, conv), signed.astype(np.float32, copy=False),
                           self.region_names, conv)
 
     def predict_prepared(self, image: np.ndarray, label_convention: str | None = None,
@@ -390,7 +406,8 @@ class Predictor:
         return [p for p in out if p is not None]
 
     def with_settings(self, **overrides: Any) -> "Predictor":
-        """The same members with other inference settings (e.g. ``tta=True`` for one request)."""
+        """The same members (and rules) with other inference settings (e.g. ``tta=True`` or
+        ``postprocess=False`` for one request)."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.settings = self.settings.with_(**overrides)

@@ -190,3 +190,57 @@ def test_with_settings_keeps_the_members_and_switches_the_path():
     a = pred.predict_prepared(im).signed
     b = other.predict_prepared(im).signed
     assert np.abs(a - b).mean() < 0.02
+
+
+def test_regions_are_the_label_maps_when_the_thresholded_maps_do_not_nest():
+    from singr.engine.postprocess import PostprocessRules
+    from singr.regions import labels_to_regions
+
+    pred = Predictor([_conv_net()], _settings(), {**META, "label_convention": "brats2020"})
+    signed = np.full((3, 6, 6, 6), -0.5, dtype=np.float32)
+    signed[2, 0, 0, 0] = 0.3                 # ET >= 0 where TC and WT are < 0
+    signed[0, 2:4, 2:4, 2:4] = 0.4           # TC >= 0 where WT < 0
+    signed[1, 2:5, 2:5, 2:5] = 0.2           # WT around the TC
+    signed[1, 0, 5, 5] = 0.1                 # one oedema voxel alone
+    for p in (pred.from_signed(signed), pred.from_signed(signed, "brats2023")):
+        np.testing.assert_array_equal(p.regions, labels_to_regions(p.labels, p.label_convention))
+        tc, wt, et = p.regions
+        assert et[0, 0, 0] and tc[0, 0, 0] and wt[0, 0, 0]   # the ET voxel is in TC and WT too
+        assert np.all(wt[2:5, 2:5, 2:5]) and np.all(tc[2:4, 2:4, 2:4])
+        assert not tc[4, 4, 4] and wt[0, 5, 5] and not tc[0, 5, 5]
+        et_label = 4 if p.label_convention == "brats2020" else 3
+        # volumes from the regions agree with the label map's voxel counts
+        assert int(wt.sum()) == int((p.labels > 0).sum()) == 27 + 2
+        assert int(tc.sum()) == int(np.isin(p.labels, (1, et_label)).sum()) == 8 + 1
+        assert int(et.sum()) == int((p.labels == et_label).sum()) == 1
+    # post-processing acts on the nested regions: removing WT components under 2 voxels takes the
+    # lone ET voxel (a 1-voxel WT component once nested) and the lone oedema voxel out of every region
+    ruled = Predictor([_conv_net()], _settings(), META, postprocess=PostprocessRules({"WT": 2}))
+    p = ruled.from_signed(signed)
+    np.testing.assert_array_equal(p.regions, labels_to_regions(p.labels, p.label_convention))
+    assert not p.regions[:, 0, 0, 0].any() and not p.regions[:, 0, 5, 5].any()
+    assert int(p.regions[1].sum()) == 27 and int(p.regions[0].sum()) == 8
+
+
+def test_the_postprocess_setting_switches_a_models_rules_on_and_off():
+    from singr.engine.postprocess import PostprocessRules
+
+    signed = np.full((3, 6, 6, 6), -0.5, dtype=np.float32)
+    signed[:2, 1:4, 1:4, 1:4] = 0.5
+    wipe = PostprocessRules({"WT": 10**6})   # removes every WT component, and what nests in it
+    on = Predictor([_conv_net()], _settings(), META, postprocess=wipe)
+    off = on.with_settings(postprocess=False)
+    assert on.applies_postprocess and not off.applies_postprocess and off.postprocess is wipe
+    assert not on.from_signed(signed).regions.any()
+    assert int(off.from_signed(signed).regions[1].sum()) == 27
+    assert not Predictor([_conv_net()], _settings(), META).applies_postprocess  # no rules: nothing to apply
+
+
+def test_settings_from_config_read_postprocess_and_precision():
+    from singr.config import load_config
+
+    cfg = load_config("smoke.yaml", ["infer.postprocess=false", "infer.precision=auto"])
+    s = InferenceSettings.from_config(cfg)
+    assert s.postprocess is False and s.precision == "auto"
+    assert InferenceSettings.from_config(load_config("smoke.yaml")).postprocess is True
+    assert InferenceSettings.from_config(cfg, postprocess=True).postprocess is True
