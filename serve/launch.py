@@ -107,7 +107,11 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
             signal.signal(s, _stop)
         serve.start(proxy_location=proxy, http_options={**http, "host": host, "port": port})
-        serve.run(make_app(args, dep), name="singr", route_prefix="/", blocking=False)
+        try:
+            serve.run(make_app(args, dep), name="singr", route_prefix="/", blocking=False)
+        except RuntimeError as e:  # a replica whose model fails to load fails its health check at start
+            print(f"[singr] error: the model failed to load: {_deploy_error(serve) or e}", flush=True)
+            return 2
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
         print(f"[singr] serving on {base} (viewer {base}/, API docs {base}/docs); model {args['model']}; "
@@ -166,6 +170,17 @@ def _check_registered(uri: str, tracking_uri: str) -> None:
         raise SingrInputError(f"{uri} is not in the MLflow registry at {tracking_uri} "
                               f"({str(e).splitlines()[0][:160]}); registered models: {', '.join(names) or 'none'}"
                               ) from None
+
+
+def _deploy_error(serve: Any) -> str:
+    """Why the application failed to deploy, from Serve's status (the replica's health-check
+    message carries the model's load error); empty when Serve says nothing more."""
+    try:
+        app = serve.status().applications.get("singr")
+        msgs = [d.message for d in (app.deployments.values() if app else []) if d.message]
+        return " ".join(msgs + ([app.message] if app and app.message and not msgs else []))
+    except Exception:  # noqa: BLE001 - the status is only for the message
+        return ""
 
 
 def _wait_ready(url: str, timeout: float) -> tuple[str, str]:

@@ -1,6 +1,8 @@
 """Shared pytest fixtures (keep small)."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -32,3 +34,22 @@ def synthetic_brats_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic_brats")
     synthesize_dataset(root, n_cases=3, shape=(32, 32, 24), seed=0, progress=False)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris():
+    """MLflow's tracking and registry URIs are process-global: a test that sets them (a client of
+    a server it started) must not point later tests' clients at a server that is gone."""
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        registry_utils._registry_uri = None
+        tracking_utils._tracking_uri = None
