@@ -5,7 +5,8 @@ Start it with ``singr serve [--model ...]`` or ``serve run serve/config.yaml``. 
     GET  /             the viewer (NiiVue): drop a case, see the label map and the signed maps
     POST /v1/segment   modality NIfTI uploads -> label map .nii.gz (volumes in headers);
                        ?output=json -> volumes + model identity, ?output=signed -> signed maps;
-                       ?tta=true mirrors at test time; ?label_convention= picks the labels
+                       ?tta=true mirrors at test time; ?postprocess=false skips the model's
+                       post-processing rules; ?label_convention= picks the labels
     GET  /v1/health    200 once the model is loaded, 503 before (or when loading failed)
     GET  /v1/model     the model card as JSON: identity, lambda/delta/gamma, members, metrics
     GET  /docs         the OpenAPI page (its scripts served from here: works offline)
@@ -75,7 +76,9 @@ all of them as JSON in `X-Volumes-ml`.
 
 `?output=json` returns the volumes and the model's identity instead; `?output=signed` returns
 the predicted signed maps (4-D NIfTI, last axis = regions, the averaged `tanh` maps, values
-near 0 lie on an uncertain border); `?tta=true` averages the 8 mirrorings of the volume.
+near 0 lie on an uncertain border); `?tta=true` averages the 8 mirrorings of the volume;
+`?postprocess=false` returns the thresholded maps without the model's post-processing rules
+(small components removed, small ET relabelled; see `postprocess` in GET /v1/model).
 
 Errors: 401 missing or wrong API key, 408 upload too slow, 413 upload too large (bytes or
 voxels), 415 not a NIfTI / not gzip / wrong content type, 422 missing or extra modality,
@@ -220,16 +223,15 @@ class SingrSegmenter:
                               headers={"WWW-Authenticate": "X-API-Key"})
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def _infer(self, jobs: list[tuple[np.ndarray, Optional[str], bool]]) -> list[Any]:
+    async def _infer(self, jobs: list[tuple[np.ndarray, Optional[str], bool, bool]]) -> list[Any]:
         self.stats["batches"] += 1
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(jobs))
         pred = self.loaded.predictor
         out: list[Any] = [None] * len(jobs)
-        for tta in (False, True):  # requests that ask for mirroring run together, the others together
-            idx = [i for i, j in enumerate(jobs) if j[2] == tta]
-            if not idx:
-                continue
-            p = pred if tta == pred.settings.tta else pred.with_settings(tta=tta)
+        for tta, post in sorted({(j[2], j[3]) for j in jobs}):  # requests with the same settings run together
+            idx = [i for i, j in enumerate(jobs) if (j[2], j[3]) == (tta, post)]
+            same = tta == pred.settings.tta and post == pred.settings.postprocess
+            p = pred if same else pred.with_settings(tta=tta, postprocess=post)
             res = await asyncio.to_thread(p.predict_batch, [jobs[i][0] for i in idx], [jobs[i][1] for i in idx])
             for i, r in zip(idx, res):
                 out[i] = r
@@ -294,6 +296,8 @@ class SingrSegmenter:
         label_convention: Optional[Literal["brats2020", "brats2023", "binary"]] = Query(
             None, description="labels of the returned map (default: the upload's naming; BraTS 2023 -> ET = 3)"),
         tta: Optional[bool] = Query(None, description="test-time mirroring (8 passes); default: the model's"),
+        postprocess: Optional[bool] = Query(
+            None, description="apply the model's post-processing rules; default: the model's infer.postprocess"),
     ) -> Response:
         self._authorize(request)
         if self.loaded is None:
@@ -327,15 +331,17 @@ class SingrSegmenter:
                 raise problem_from(e) from None
         conv = label_convention or (case.label_convention if len(pred.region_names) == 3 else None)
         use_tta = bool(pred.settings.tta if tta is None else tta)
+        use_post = bool(pred.settings.postprocess if postprocess is None else postprocess)
         image, case.image = case.image, None  # type: ignore[assignment]  # free the upload's copy
-        p = await self._infer((image, conv, use_tta))
+        p = await self._infer((image, conv, use_tta, use_post))
         del image
         self.stats["requests"] += 1
-        result = await asyncio.to_thread(self._respond, case, p, output, use_tta)
+        applied = use_post and pred.postprocess is not None
+        result = await asyncio.to_thread(self._respond, case, p, output, use_tta, applied)
         log.info("segment %s in %.2f s", output, time.perf_counter() - t0)
         return result
 
-    def _respond(self, case: Any, p: Any, output: str, tta: bool) -> Response:
+    def _respond(self, case: Any, p: Any, output: str, tta: bool, postprocessed: bool = False) -> Response:
         from singr.io import check_affine, nifti_bytes, voxel_ml
 
         affine = check_affine(case.affine, case=case.case_id)
@@ -344,12 +350,13 @@ class SingrSegmenter:
         vols = {n: round(float(r.sum()) * vox, 4) for n, r in zip(p.region_names, p.regions)}
         headers = {"X-Volumes-ml": json.dumps(vols), "X-Region-Names": ",".join(p.region_names),
                    "X-Label-Convention": p.label_convention, "X-Model-Name": str(ident.get("name")),
-                   "X-Model-Version": str(ident.get("version")), "X-TTA": str(tta).lower()}
+                   "X-Model-Version": str(ident.get("version")), "X-TTA": str(tta).lower(),
+                   "X-Postprocess": str(postprocessed).lower()}
         headers.update({f"X-Volume-{n}-ml": f"{v:.4f}" for n, v in vols.items()})
         if output == "json":
             return JSONResponse({"volumes_ml": vols, "region_names": list(p.region_names),
                                  "label_convention": p.label_convention, "shape": list(p.labels.shape),
-                                 "voxel_ml": vox, "tta": tta,
+                                 "voxel_ml": vox, "tta": tta, "postprocess": postprocessed,
                                  "label_counts": {str(int(k)): int(c) for k, c in
                                                   zip(*np.unique(p.labels, return_counts=True))},
                                  "model": {k: ident.get(k) for k in ("source", "name", "version", "alias",

@@ -3,7 +3,9 @@ registry, turned into singr's one :class:`~singr.engine.infer.Predictor`. No Ray
 
 A model source is a path (``best.safetensors``, a model folder with ``singr-model.json``),
 ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``<name>@<alias>``. The
-identity the endpoint shows names the model, never a path on the server.
+identity the endpoint shows names the model, never a path on the server. Its ``card`` is
+the model card stored with the model (``card.json`` in the model folder, written when the
+tuning service registered it: :mod:`tune.card`); null for a model without one.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
                trust_checkpoint: bool = False) -> LoadedModel:
     """Resolve the model source, download it if it is in the registry, build the Predictor."""
     from singr.engine.bundle import load_predictor
+    from tune.card import read_card
     from tune.registry import download_model
 
     kind, where = check_source(model or DEFAULT_MODEL, tracking_uri)
@@ -81,5 +84,6 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
                       "mode": pred.settings.mode, "tta": pred.settings.tta, "crop": pred.settings.crop,
                       "precision": pred.settings.precision},
         "device": str(pred.device),
+        "card": read_card(local),
     })
     return LoadedModel(predictor=pred, identity=ident)

@@ -3,7 +3,8 @@
     singr synth       write a synthetic BraTS-like data set (BraTS 2020 layout)
     singr preprocess  read, check and normalise cases; fill the SiNG distance cache
     singr train       train a model from a config (resumes from last.safetensors; --fold k)
-    singr evaluate    segment a split and write per-case metrics and a summary
+    singr evaluate    segment a split and write per-case metrics (voxel and lesion-wise) and a summary
+    singr postprocess fit a model's post-processing rules on validation cases; write them with the model
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
     singr config      print the resolved config (--show) or its JSON Schema (--schema)
     singr convert     rewrite a singr 0.1 checkpoint (.pt pickle) in the safe format
@@ -43,18 +44,23 @@ def _cfg(args: argparse.Namespace) -> Any:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirroring over the 3 axes (default: the model's infer.tta)")
-    p.add_argument("--no-postprocess", action="store_true", help="ignore the model's post-processing rules")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply the model's post-processing rules (default: infer.postprocess of --config where "
+                   "the command takes one, else of the model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a singr 0.1 checkpoint (.pt, a torch pickle that can run code when loaded)")
 
 
-def _load_model(source: Sequence[str], args: argparse.Namespace) -> Any:
-    """A Predictor from checkpoint files, a model folder, or an MLflow registry URI."""
-    from .engine.bundle import load_predictor
-
+def _is_registry(source: Sequence[str]) -> bool:
     src = list(source)
-    if len(src) == 1 and (src[0].startswith("models:/") or ("@" in src[0] and not Path(src[0]).exists())):
+    return len(src) == 1 and (src[0].startswith("models:/") or ("@" in src[0] and not Path(src[0]).exists()))
+
+
+def _model_files(source: Sequence[str], args: argparse.Namespace) -> list[str]:
+    """Local paths of a model: the files or folder given, or a registry model downloaded."""
+    src = list(source)
+    if _is_registry(src):
         try:
             from tune.registry import download_model
         except ImportError as e:
@@ -62,8 +68,35 @@ def _load_model(source: Sequence[str], args: argparse.Namespace) -> Any:
                                   f"{e}") from None
         local, _ = download_model(src[0], getattr(args, "tracking_uri", None))
         src = [str(local)]
+    return src
+
+
+def _load_model(source: Sequence[str], args: argparse.Namespace, cfg: Any = None, **settings: Any) -> Any:
+    """A Predictor from checkpoint files, a model folder, or an MLflow registry URI. Mirroring and
+    post-processing: the command line's --tta/--postprocess, else ``cfg.infer`` (when the command
+    was given a config), else the model's own config; ``settings`` override all of them."""
+    from .engine.bundle import load_predictor
+
+    src = _model_files(source, args)
+    tta, post = args.tta, args.postprocess
+    if cfg is not None:
+        tta = cfg.infer.tta if tta is None else tta
+        post = cfg.infer.postprocess if post is None else post
+    chosen = {"tta": tta, "postprocess": post, **settings}
+    post = chosen.pop("postprocess")
     return load_predictor(src[0] if len(src) == 1 else src, args.device, trust=args.trust_checkpoint,
-                          postprocess=not args.no_postprocess, tta=args.tta)
+                          postprocess=post, **chosen)
+
+
+def _default_model(cfg: Any, fold: int | None, command: str) -> list[str]:
+    """``<output_dir>/checkpoints/best.safetensors`` of ``cfg`` (of fold ``fold``)."""
+    from .engine.pipeline import run_paths
+    from .engine.trainer import BEST
+
+    if cfg is None:
+        raise SingrInputError(f"`singr {command}`: give --model (a checkpoint, model folder or registry URI) or "
+                              f"--config (whose output_dir holds checkpoints/{BEST})")
+    return [str(run_paths(fold_config(cfg, fold)).checkpoints / BEST)]
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -76,6 +109,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     shape = tuple(args.shape or s.shape)
     seed = int(s.seed if args.seed is None else args.seed)
     amb = float(s.ambiguity if args.ambiguity is None else args.ambiguity)
+    if args.example:
+        from .data.synth import write_example_case
+
+        folder = write_example_case(args.example, shape=shape, seed=seed, ambiguity=amb)
+        print(f"[singr] example case (held out from the data set of seed {seed}; BraTS 2023 file names and labels) "
+              f"in {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
+        return 0
     paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet, ambiguity=amb)
     print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}, ambiguity {amb:g}) in {out}")
     return 0
@@ -126,26 +166,59 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate
-    from .engine.pipeline import run_paths
-    from .engine.trainer import BEST
 
     cfg = _cfg(args) if args.config else None
-    model = args.model
-    if not model:
-        if cfg is None:
-            raise SingrInputError("give --model (a checkpoint, model folder or registry URI) or --config "
-                                  f"(whose output_dir holds checkpoints/{BEST})")
-        model = [str(run_paths(fold_config(cfg, args.fold)).checkpoints / BEST)]
-    pred = _load_model(model, args)
+    pred = _load_model(args.model or _default_model(cfg, args.fold, "evaluate"), args, cfg)
     if cfg is None:
         cfg = pred.configs[0]
     res = evaluate(pred, cfg, split=args.split, out_dir=args.out, save_predictions=args.save_predictions,
-                   progress=not args.quiet, overlays=args.overlays, fold=args.fold)
+                   progress=not args.quiet, overlays=args.overlays, fold=args.fold, lesion=not args.no_lesion)
     s = res["summary"]
     n = res["n_cases"]
     se = f" ± {s['Dice_mean']['se']:.4f}" if n > 1 else ""
+    lesion = (f"; lesion-wise Dice {s['LesionDice_mean']['mean']:.4f}, HD95 {s['LesionHD95_mean']['mean']:.2f} mm"
+              if "LesionDice_mean" in s else "")
     print(f"[singr] {n} {args.split} case{'s' if n != 1 else ''}: mean Dice {s['Dice_mean']['mean']:.4f}{se}, "
-          f"HD95 {s['HD95_mean']['mean']:.2f} mm; results in {res['out_dir']}")
+          f"HD95 {s['HD95_mean']['mean']:.2f} mm{lesion}; results in {res['out_dir']}")
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    """Fit post-processing rules on a split (segmented without rules) and write them with the
+    model: a new bundle in --out, or in place into the model folder given."""
+    from .engine.bundle import BUNDLE_FILE, read_bundle, write_bundle, write_rules
+    from .engine.evaluate import fit_postprocess
+
+    cfg = _cfg(args) if args.config else None
+    source = args.model or _default_model(cfg, args.fold, "postprocess")
+    if not args.out and (_is_registry(source) or len(source) != 1 or not Path(source[0]).is_dir()):
+        raise SingrInputError("give --out FOLDER: rules are written in place only into a model folder (a bundle "
+                              f"with {BUNDLE_FILE}, or a folder of checkpoints), not into checkpoint files or a "
+                              "registry model")
+    files = _model_files(source, args)
+    pred = _load_model(files, args, cfg, postprocess=False)
+    if cfg is None:
+        cfg = pred.configs[0]
+    rules, report = fit_postprocess(pred, cfg, split=args.split, fold=args.fold, progress=not args.quiet)
+    fitted = {"postprocess_fit": {k: report[k] for k in ("split", "fold", "n_cases", "dice_before", "dice_after")}}
+    if args.out:
+        members, rec = read_bundle(files[0]) if len(files) == 1 else ([Path(f) for f in files], {"info": {}})
+        names = [m.name for m in members]
+        folder = write_bundle(args.out, members, postprocess=rules.to_dict(),
+                              info={**(rec.get("info") or {}), **fitted},
+                              names=names if len(set(names)) == len(names) else None)
+    else:
+        folder = write_rules(files[0], rules.to_dict(), fitted)
+    fold = f" of fold {args.fold}" if args.fold is not None else ""
+    print(f"[singr] post-processing fitted on {report['n_cases']} {args.split} case"
+          f"{'s' if report['n_cases'] != 1 else ''}{fold} (segmented without rules"
+          f"{', with mirroring' if pred.settings.tta else ''}); mean Dice per region, before -> after:")
+    before, after = report["dice_before"], report["dice_after"]
+    for name in list(pred.region_names) + ["mean"]:
+        print(f"[singr]   {name}: {before[name]:.4f} -> {after[name]:.4f}")
+    print("[singr] rules kept: " + ("; ".join(report["rules"]["steps"]) if not rules.is_noop else
+                                    "none (no rule raised the validation Dice)"))
+    print(f"[singr] model with these rules: {folder} ({BUNDLE_FILE})")
     return 0
 
 
@@ -181,8 +254,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     pred = _load_model(args.model, args)
     conv = args.label_convention or case.label_convention
     members = len(pred.members) * (8 if pred.settings.tta else 1)
-    print(f"[singr] segmenting with {len(pred.members)} model(s){' and mirroring' if pred.settings.tta else ''} "
-          f"({members} sliding-window pass{'es' if members > 1 else ''})", flush=True)
+    post = " and post-processing rules" if pred.applies_postprocess else ""
+    print(f"[singr] segmenting with {len(pred.members)} model(s){' and mirroring' if pred.settings.tta else ''}"
+          f"{post} ({members} sliding-window pass{'es' if members > 1 else ''})", flush=True)
     p = pred.predict(case.image, conv, case=case.case_id, progress=not args.quiet)
     out = _output_path(Path(args.out), case.case_id)
     write_nifti(out, p.labels, case.affine, case.header)
@@ -336,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
     p.add_argument("--ambiguity", type=float, help="0 (crisp borders) .. 1 (infiltrative borders, rater "
                    "variability); default synth.ambiguity")
+    p.add_argument("--example", metavar="DIR", help="write one held-out case into DIR instead, as a user's scan "
+                   "folder (t2f, t1n, t1c, t2w, seg .nii.gz; BraTS 2023 labels): the examples' input")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -368,12 +444,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, help="with data.folds: the fold whose split (and model) to use")
     p.add_argument("--out", help="output folder")
     p.add_argument("--save-predictions", action="store_true", help="also write each label map as NIfTI")
+    p.add_argument("--no-lesion", action="store_true", help="leave out the BraTS 2023 lesion-wise Dice and HD95 "
+                   "(LesionDice_<region>, LesionHD95_<region>): connected components and one HD95 per lesion")
     p.add_argument("--overlays", type=int, default=3, help="overlay pictures of the first N cases (default 3)")
     p.add_argument("--tracking-uri", help="MLflow store for a registry model (default $MLFLOW_TRACKING_URI, "
                    "else sqlite:///mlflow.db)")
     _add_model_options(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("postprocess", help="fit post-processing rules on validation cases, store them with the model",
+                       description="Segment the cases of a split (default val; with data.folds, --fold picks the "
+                       "fold's) without post-processing, fit the rules (per region: remove connected components "
+                       "under a size; ET relabelled as necrosis under a volume), each kept only if it raises the "
+                       "mean Dice, and write a model folder (singr-model.json + checkpoints) holding them: --out, "
+                       "or in place when --model is a model folder. Prints Dice before -> after per region.")
+    _add_config(p, default=None)
+    p.add_argument("--model", "--checkpoint", nargs="+", dest="model",
+                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias> "
+                   "(default: <output_dir>/checkpoints/best.safetensors of --config, of --fold)")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"], help="cases to fit on (default val)")
+    p.add_argument("--fold", type=int, help="with data.folds: the fold whose validation cases (and model) to use")
+    p.add_argument("--out", help="model folder to write (default: the --model folder, in place)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="segment with test-time mirroring (default: infer.tta); fit the rules for the setting "
+                   "the model will be used with")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--tracking-uri", help="MLflow store for a registry model")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a singr 0.1 checkpoint (.pt, a torch pickle that can run code when loaded)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_postprocess, postprocess=False)
 
     p = sub.add_parser("predict", help="segment one case into a label-map NIfTI",
                        description="Segment one case: a case folder (BraTS 2020 or 2023 names, or plain names "

@@ -22,42 +22,37 @@ from singr.errors import SingrInputError
 from .session import RaySession, check_address, check_tracking_store
 
 
-def preflight(config: str, overrides: Sequence[str], resume: bool) -> tuple[Any, dict[str, list[str]]]:
-    """Everything checkable without Ray: config, cases, split, address, MLflow store, sweep folder."""
-    from singr.engine.pipeline import discover, run_paths, split_cases
-
+def preflight(config: str, overrides: Sequence[str], resume: bool
+              ) -> tuple[Any, list[tuple[Any, dict[str, list[str]]]]]:
+    """Everything checkable without Ray: config, cases and split of every data folder the
+    runs read, address, MLflow store, sweep folder."""
     from .config import load_service_config
-    from .plan import make_plan
+    from .plan import data_splits, make_plan
 
     cfg = load_service_config(config, overrides)
     sweep_only = [str(o) for o in cfg.tune.train_overrides]
     if sweep_only:  # config file < tune.train_overrides < command line
         cfg = load_service_config(config, [*sweep_only, *overrides])
     plan = make_plan(cfg)
-    cases = discover(plan.cfg)  # raises naming data.root when there are no cases
+    splits = data_splits(plan)  # raises naming the data folder: no cases, no train or val cases
     check_address(os.environ.get("RAY_ADDRESS", ""))
     check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
     if not resume and (plan.sweep_dir / "tuner.pkl").exists():
         raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",
                               path=plan.sweep_dir)
-    split = split_cases(plan.cfg, cases, run_paths(plan.cfg))
-    for part in ("train", "val"):
-        if not split.get(part):
-            raise SingrInputError(f"the split has no {part} cases ({len(cases)} cases, data.split_ratios "
-                                  f"{plan.cfg.data.split_ratios}); a sweep needs both", path=plan.split_file)
-    return plan, split
+    return plan, splits
 
 
 def run(config: str, overrides: Sequence[str] = (), resume: bool = True, progress: bool = True,
         verbose: bool = False) -> int:
     """The whole sweep (see the module docstring); returns the exit code."""
     t0 = time.time()
-    plan, split = preflight(config, overrides, resume)
+    plan, splits = preflight(config, overrides, resume)
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     with RaySession(log_dir=plan.sweep_dir / "logs", verbose=verbose):
         from .sweep import run_sweep
 
-        return run_sweep(plan, split, resume=resume, progress=progress, t0=t0)
+        return run_sweep(plan, splits, resume=resume, progress=progress, t0=t0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from singr.config import SingrConfig, apply_overrides, load_config, validate_config
-from singr.config.schema import PosInt, Section, UnitFloat
+from singr.config.schema import SELECT_METRICS, PosInt, Section, UnitFloat
 from singr.errors import SingrConfigError
 from singr.models import MODELS
 
-__all__ = ["TuneSection", "AshaSection", "VariantSpec", "ExperimentSection", "MlflowSection", "ServiceConfig",
-           "load_service_config", "SLUG", "VAL_METRICS"]
+__all__ = ["TuneSection", "AshaSection", "VariantSpec", "AxisLevel", "AxisSection", "ExperimentSection",
+           "MlflowSection", "ServiceConfig", "load_service_config", "SLUG", "VAL_METRICS"]
 
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PosFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -50,6 +50,9 @@ class AshaSection(Section):
 
 class TuneSection(Section):
     mode: Literal["search", "grid"]
+    search: Literal["optuna", "random"] = Field(
+        description="search algorithm of tune.mode search: optuna (seeded TPE) or random (Ray Tune's random "
+        "sampling of the same space); both under the same ASHA schedule")
     name: Optional[str]
     storage_path: str
     seed: int
@@ -72,7 +75,32 @@ class TuneSection(Section):
     start_retries: Annotated[int, Field(ge=0, le=100)] = Field(
         description="worker-group start-ups a trial may retry (each waits 60 s) before it errors")
     stall_timeout_s: NonNegFloat = Field(description="end the sweep when no trial reports for this long; 0: never")
+    metric: Literal[tuple(SELECT_METRICS)] = Field(  # type: ignore[valid-type]
+        description="the objective: searcher, ASHA, best trial, registered score and every run's best "
+        "checkpoint (train.select_metric); HD95 metrics are minimised, the others maximised")
+    refit_folds: Optional[Annotated[int, Field(ge=2)]] = Field(
+        description="after the search, train the best hyperparameters on this many folds (parallel Ray Train "
+        "runs) and register the fold ensemble; null: no refit")
+    ensemble_top_k: Optional[Annotated[int, Field(ge=2)]] = Field(
+        description="register the best checkpoints of this many best trials as one ensemble; null: the best "
+        "trial alone")
+    postprocess: bool = Field(description="fit post-processing rules on the validation split and store them "
+                              "in the registered model")
     asha: AshaSection
+
+    def check_ensemble(self) -> None:
+        """refit_folds and ensemble_top_k: one at most, in a search, top-k within the budget."""
+        if self.refit_folds is not None and self.ensemble_top_k is not None:
+            raise ValueError(f"tune.refit_folds = {self.refit_folds} and tune.ensemble_top_k = "
+                             f"{self.ensemble_top_k} are both set; a sweep registers one model: the best "
+                             "hyperparameters refitted on K folds (refit_folds) or the N best trials together "
+                             "(ensemble_top_k). Set the other to null")
+        if self.mode == "grid" and (self.refit_folds is not None or self.ensemble_top_k is not None):
+            raise ValueError("tune.refit_folds and tune.ensemble_top_k apply to tune.mode = 'search' (a grid "
+                             "registers no model); set them to null")
+        if self.ensemble_top_k is not None and self.ensemble_top_k > self.num_samples:
+            raise ValueError(f"tune.ensemble_top_k = {self.ensemble_top_k} is more than the sweep's "
+                             f"tune.num_samples = {self.num_samples} trials")
 
     @field_validator("delta")
     @classmethod
@@ -113,6 +141,32 @@ class VariantSpec(BaseModel):
         return v
 
 
+class AxisLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    value: float = Field(description="the level's position on the axis (x of the report's line plot)")
+    label: Optional[str] = None
+    set: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError("expected a short name of letters, digits, '_', '.' or '-' (it names folders and "
+                             "MLflow params)")
+        return v
+
+
+class AxisSection(BaseModel):
+    """A second grid axis: every variant runs at every level (e.g. data of growing ambiguity)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="what the levels vary, e.g. ambiguity (the x axis of the report)")
+    levels: Annotated[list[AxisLevel], Field(min_length=1)]
+
+
 class ExperimentSection(Section):
     seeds: Annotated[list[int], Field(min_length=1)]
     variants: list[VariantSpec]
@@ -122,6 +176,7 @@ class ExperimentSection(Section):
     eval_split: Literal["test", "train"] = Field(description="not val: val picks each run's best checkpoint")
     overlay_cases: Annotated[int, Field(ge=0)]
     notes: Optional[str]
+    axis: Optional[AxisSection] = Field(description="levels crossed with the variants: run <variant>-<level>")
 
     @field_validator("seeds")
     @classmethod
@@ -137,6 +192,18 @@ class MlflowSection(Section):
     registered_model: str
     alias: str
     promote: Literal["better", "always", "never"]
+    export: list[Literal["onnx", "torchscript"]] = Field(
+        description="formats the registered model's members are exported to and logged with it (checked against "
+        "PyTorch); []: none")
+    card_test_metrics: bool = Field(
+        description="evaluate the registered model on the test split in the driver for its model card")
+
+    @field_validator("export")
+    @classmethod
+    def _formats_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v!r} names a format twice")
+        return v
 
 
 class ServiceConfig(SingrConfig):
@@ -161,6 +228,7 @@ class ServiceConfig(SingrConfig):
     @model_validator(mode="after")
     def _across_sections(self) -> "ServiceConfig":
         t = self.tune
+        t.check_ensemble()
         val_every = self.sweep_val_every()
         if t.mode == "search" and t.asha.grace_period % val_every:
             raise ValueError(f"tune.asha.grace_period = {t.asha.grace_period} is not a multiple of train.val_every "
@@ -193,6 +261,8 @@ class ServiceConfig(SingrConfig):
                 validate_config(apply_overrides(base, v.set), SingrConfig)
             except SingrConfigError as err:
                 raise ValueError(f"{where}.set (variant {v.name!r}): {err.reason}") from None
+        if e.axis is not None:
+            self._check_axis(e, base, names)
         for key in ("baseline", "highlight"):
             val = getattr(e, key)
             if val is not None and val not in names:
@@ -209,6 +279,37 @@ class ServiceConfig(SingrConfig):
             if clash:
                 raise ValueError(f"variant name {clash[0]!r} is also the name experiment.architectures gives an "
                                  "architecture's run; rename the variant")
+
+    @staticmethod
+    def _check_axis(e: ExperimentSection, base: dict[str, Any], names: list[str]) -> None:
+        """Distinct level names and values, distinct run names; each level valid with each listed variant."""
+        assert e.axis is not None
+        seen: dict[str, float] = {}
+        for i, lv in enumerate(e.axis.levels):
+            where = f"experiment.axis.levels[{i}]"
+            if lv.name in seen:
+                raise ValueError(f"{where}.name = {lv.name!r} is used twice; level names must be unique")
+            if lv.value in seen.values():
+                raise ValueError(f"{where}.value = {lv.value:g} is used twice; level values must be distinct")
+            seen[lv.name] = lv.value
+        made = [f"{a}-{getattr(e, k)}" for a in e.architectures for k in ("baseline", "highlight")]
+        crossed = [f"{n}-{lv.name}" for lv in e.axis.levels for n in (names or ["base"]) + made]
+        twice = sorted({c for c in crossed if crossed.count(c) > 1})
+        if twice:
+            raise ValueError(f"experiment.axis: the run name {twice[0]!r} (<variant>-<level>) comes out twice; "
+                             "rename a variant or a level")
+        for i, lv in enumerate(e.axis.levels):
+            where = f"experiment.axis.levels[{i}]"
+            for text in lv.set:
+                if text.split("=", 1)[0].strip().split(".")[0] in ("experiment", "tune", "mlflow"):
+                    raise ValueError(f"{where}.set: {text!r}; a level may not change the experiment, tune or "
+                                     "mlflow sections")
+            for v in e.variants or [VariantSpec(name="base")]:
+                try:
+                    validate_config(apply_overrides(base, [*v.set, *lv.set]), SingrConfig)
+                except SingrConfigError as err:
+                    raise ValueError(f"{where}.set (level {lv.name!r} with variant {v.name!r}): {err.reason}"
+                                     ) from None
 
 
 def load_service_config(path: Any = None, overrides: Any = ()) -> ServiceConfig:

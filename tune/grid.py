@@ -3,7 +3,13 @@
 ``expand_variants`` turns the section into the full list of runs' variants: the listed
 variants (Table 3, on ``model.name``), then, for every extra architecture in
 ``experiment.architectures``, the baseline and highlight variants with that ``model.name``
-(named ``<arch>-<variant>``). ``variant_config`` gives the config of one variant and seed.
+(named ``<arch>-<variant>``); with ``experiment.axis`` every one of those at every level
+(named ``<variant>-<level>``, the level's ``set`` after the variant's). ``variant_config``
+gives the config of one variant and seed.
+
+A variant (or level) may read another data folder (``data.root``): :func:`tune.plan.make_plan`
+makes its paths absolute and gives each data folder its own preprocessing cache and split
+file, and :func:`data_key` groups the variants by the data they read (one map stage each).
 """
 from __future__ import annotations
 
@@ -25,6 +31,14 @@ class Variant:
     model: str                     # model.name of the variant
     groups: tuple[str, ...] = field(default=(TABLE,))
     role: str = ""                 # "baseline" | "highlight" | ""
+    base: str = ""                 # the name before crossing with the axis ("" = name)
+    level: str = ""                # the axis level's name ("" without an axis)
+    x: float | None = None         # the axis level's value
+
+    @property
+    def stem(self) -> str:
+        """The variant's name without the axis level (what baseline / highlight name)."""
+        return self.base or self.name
 
 
 def is_grid(cfg: ServiceConfig) -> bool:
@@ -52,7 +66,17 @@ def expand_variants(cfg: ServiceConfig) -> list[Variant]:
         for v in pair:
             out.append(Variant(f"{arch}-{v.name}", f"{arch}: {v.label}", (*v.set, f"model.name={arch}"), arch,
                                (ARCHITECTURES,), v.role))
-    return out
+    if e.axis is None:
+        return out
+    crossed = []
+    for lv in e.axis.levels:
+        for v in out:
+            sets = (*v.set, *lv.set)
+            model = next((s.split("=", 1)[1].strip() for s in reversed(sets)
+                          if s.split("=", 1)[0].strip() == "model.name"), base_model)
+            crossed.append(Variant(f"{v.name}-{lv.name}", v.label, sets, model, v.groups, v.role,
+                                   base=v.name, level=lv.name, x=float(lv.value)))
+    return crossed
 
 
 def variant_by_name(cfg: ServiceConfig, name: str) -> Variant:
@@ -61,6 +85,12 @@ def variant_by_name(cfg: ServiceConfig, name: str) -> Variant:
         if v.name == name:
             return v
     raise KeyError(f"unknown variant {name!r}; the experiment has {', '.join(v.name for v in variants)}")
+
+
+def data_key(cfg: ServiceConfig) -> tuple[str, str, str]:
+    """What a run's data is: (data.root, data.cache_dir, data.split_file)."""
+    d = cfg.data
+    return str(d.root), str(d.cache_dir or ""), str(d.split_file or "")
 
 
 def variant_config(cfg: ServiceConfig, name: str, seed: int | None = None) -> ServiceConfig:

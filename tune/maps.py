@@ -4,7 +4,9 @@ One row per case of the train and validation splits. Each actor of an ActorPoolS
 pool preprocesses its cases (``singr.preprocess.prepare_case``: read, check, z-score,
 written once) and fills the distance cache (``DistanceCache.get_or_compute``) for every
 lambda of the plan (``tune.lam_grid`` for a search; every variant's lambda for a grid, see
-``SweepPlan.lam_grid``). Entries already in the cache are loaded, not recomputed, so a
+``SweepPlan.lam_grid``). A grid whose variants read several data folders runs this once per
+folder (``group=``, a :class:`tune.plan.DataGroup`: its config, cache and lambdas). Entries
+already in the cache are loaded, not recomputed, so a
 second sweep computes nothing twice; the returned counts say how many maps were computed
 and how many came from the cache. Delta is applied at load time by the training data set.
 """
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan import SweepPlan
+from .plan import DataGroup, SweepPlan
 
 
 class MapActor:
@@ -81,19 +83,23 @@ def map_pool(cfg: Any, resources: dict[str, float], n_cases: int) -> tuple[int, 
     return max(1, min(size, n_cases)), per
 
 
-def compute_maps(plan: SweepPlan, case_ids: list[str], progress: bool = True) -> dict[str, int]:
-    """Run the Ray Data pipeline over ``case_ids``; returns {cases, maps_computed, maps_cached}."""
+def compute_maps(plan: SweepPlan, case_ids: list[str], progress: bool = True,
+                 group: DataGroup | None = None) -> dict[str, Any]:
+    """Run the Ray Data pipeline over ``case_ids`` (of ``group``'s data folder; default: the
+    sweep's config and ``plan.lam_grid``); returns {cases, maps_computed, maps_cached, actors, nodes}."""
     import ray
 
+    cfg = group.cfg if group is not None else plan.cfg
+    lams = list(group.lams) if group is not None else plan.lam_grid
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(progress)
-    size, per_actor = map_pool(plan.cfg, ray.cluster_resources(), len(case_ids))
+    size, per_actor = map_pool(cfg, ray.cluster_resources(), len(case_ids))
     per: dict[str, Any] = dict(per_actor)
     threads = max(1, int(per["num_cpus"]))
     items = ray.data.from_items([{"case_id": c} for c in case_ids], override_num_blocks=len(case_ids))
     ds: Any = items.map_batches(MapActor, batch_size=1,  # type: ignore[call-overload]
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
-                                fn_constructor_kwargs={"cfg": plan.cfg, "lams": plan.lam_grid, "threads": threads},
+                                fn_constructor_kwargs={"cfg": cfg, "lams": lams, "threads": threads},
                                 **per)
     rows = ds.take_all()
     bad = [str(r["error"]) for r in rows if str(r["error"])]

@@ -15,9 +15,25 @@ Written into ``out_dir``: ``report.md``, ``summary.json``, ``bars_<group>.png`` 
 HD95 per variant and region, SE error bars) and ``overlays.png`` (cases of the evaluation
 split: image, truth, hard-label and SiNGR predictions, SiNGR's signed map); the same files
 are logged to the parent run under ``report/``. Needs MLflow, not Ray.
+
+With ``experiment.axis`` (e.g. annotation ambiguity, configs/ambiguity.yaml) the report is
+per level instead. Each run's per-case scores (artifact ``eval/metrics_<split>.csv``) give,
+for every variant V against the baseline B at a level, the matrix of paired differences
+``d[s, c] = x_sc(V) - x_sc(B)`` over the seeds s both finished and the cases c both scored.
+The case is the unit: ``dbar_c = mean_s d[s, c]`` (each case's difference averaged over the
+seeds' models) gives the mean, its SE over cases and the Wilcoxon signed-rank p over cases
+(:mod:`tune.stats`); the 95% interval is the two-way bootstrap over seeds and cases
+(:func:`tune.stats.bootstrap_ci_2way`, so the training randomness of 5 seeds is in it), with
+the bootstrap over cases alone and the per-seed mean ± SE beside it. The verdict claims a
+difference only when that interval excludes 0 and p < 0.05 ("no detectable difference"
+otherwise). The trend row compares the difference at the highest level with the lowest,
+paired by case id (the same anatomy at every level). Figures: ``axis.png`` (Dice and HD95
+against the level per variant, SE error bars), ``<axis>.png`` (one test case at every
+level: image, label, the highlight's signed map of WT) and the overlays at the highest level.
 """
 from __future__ import annotations
 
+import csv
 import math
 import re
 import tempfile
@@ -34,8 +50,9 @@ from singr.errors import SingrInputError
 from singr.io import atomic_path, write_json, write_text
 
 from .config import ServiceConfig
-from .grid import ARCHITECTURES, TABLE, Variant, expand_variants
+from .grid import ARCHITECTURES, TABLE, Variant, expand_variants, variant_config
 from .registry import resolve_tracking_uri, sqlite_path
+from .stats import bootstrap_ci, bootstrap_ci_2way, describe_difference, mean_se
 
 METRICS = ("Dice", "HD95")
 REGION_ORDER = ("TC", "WT", "ET", "FG")
@@ -48,16 +65,6 @@ class GridRun:
     seed: int
     status: str
     metrics: dict[str, float]
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, standard error, n) of the finite values; SE is nan for n < 2."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    return float(x.mean()), se, n
 
 
 def _show(text: str) -> str:
@@ -165,7 +172,7 @@ def table_markdown(variants: Sequence[Variant], agg: dict[str, Any], regions: Se
         a = agg[v.name]
         cells = [_cell(a[f"Dice_{r}"], 3) for r in [*regions, "mean"]] + \
                 [_cell(a[f"HD95_{r}"], 2) for r in [*regions, "mean"]]
-        paper = highlight is not None and (v.name == highlight or v.name.endswith(f"-{highlight}"))
+        paper = highlight is not None and v.role == "highlight"
         row = [v.label + (" (paper)" if paper else ""), str(a["Dice_mean"][2]), *cells]
         if paper:
             row = [f"**{c}**" for c in row]
@@ -254,6 +261,383 @@ def overlay_rows(client: Any, cfg: ServiceConfig, runs: Sequence[GridRun], basel
     return rows, names, f"seed {seeds[0]} / seed {seeds[1]}"
 
 
+def case_scores(client: Any, runs: Sequence[GridRun], split: str) -> dict[str, dict[str, dict[str, float]]]:
+    """``{run_id: {case: {"Dice_mean": .., ...}}}`` from each run's ``eval/metrics_<split>.csv``
+    artifact (runs without it are left out)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="singr-report-cases-") as d:
+        for r in runs:
+            try:
+                local = client.download_artifacts(r.run_id, f"eval/metrics_{split}.csv", str(Path(d) / r.run_id))
+            except Exception:  # noqa: BLE001 - a run without per-case scores: left out, said in the report
+                continue
+            with open(local, newline="") as f:
+                rows = list(csv.DictReader(f))
+            table: dict[str, dict[str, float]] = {}
+            for row in rows:
+                vals: dict[str, float] = {}
+                for k, v in row.items():
+                    if k == "case":
+                        continue
+                    try:
+                        vals[k] = float(v)
+                    except (TypeError, ValueError):
+                        pass
+                table[str(row["case"])] = vals
+            out[r.run_id] = table
+    return out
+
+
+def short_label(label: str) -> str:
+    """``"SiNGR (δ = 0.5 + Focal-L1)"`` -> ``"SiNGR"``: the name a sentence uses."""
+    return label.split(" (")[0].strip() or label
+
+
+def paired_matrix(runs: Sequence[GridRun], scores: dict[str, dict[str, dict[str, float]]], a: str, b: str,
+                  key: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """``(d[seed, case], seeds, cases)``: ``key(a) - key(b)`` per seed both variants scored and
+    per case both scored in every one of those seeds (non-finite scores take the case out)."""
+    ra = {r.seed: r.run_id for r in runs if r.variant == a and r.run_id in scores}
+    rb = {r.seed: r.run_id for r in runs if r.variant == b and r.run_id in scores}
+    seeds = sorted(set(ra) & set(rb))
+    if not seeds:
+        return np.zeros((0, 0)), [], []
+    common = set.intersection(*(set(scores[rid]) for s in seeds for rid in (ra[s], rb[s])))
+    cases = sorted(c for c in common if all(math.isfinite(scores[rid][c].get(key, math.nan))
+                                            for s in seeds for rid in (ra[s], rb[s])))
+    d = np.asarray([[scores[ra[s]][c][key] - scores[rb[s]][c][key] for c in cases] for s in seeds], dtype=float)
+    return d.reshape(len(seeds), len(cases)), seeds, cases
+
+
+def compare(d: np.ndarray, higher_is_better: bool, names: tuple[str, str]) -> dict[str, Any]:
+    """The statistics of the module docstring for one matrix ``d[seed, case]``."""
+    n_s, n_c = d.shape if d.size else (0, 0)
+    per_case = d.mean(axis=0) if d.size else np.zeros(0)
+    ci2 = bootstrap_ci_2way(d) if d.size else (math.nan, math.nan)
+    desc = describe_difference(per_case, higher_is_better, names=names, ci=ci2)
+    seed_m, seed_se, _ = mean_se(d.mean(axis=1)) if d.size else (math.nan, math.nan, 0)
+    return {**desc, "n_seeds": int(n_s), "n_cases": int(n_c), "ci_cases": list(bootstrap_ci(per_case)),
+            "seed_mean": seed_m, "seed_se": seed_se}
+
+
+def axis_comparisons(cfg: ServiceConfig, runs: Sequence[GridRun], scores: dict[str, dict[str, dict[str, float]]],
+                     variants: Sequence[Variant]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, trend): every variant against the baseline at every level, for Dice_mean and
+    HD95_mean; the trend is the highlight's difference at the highest level minus at the lowest."""
+    e = cfg.experiment
+    assert e is not None and e.axis is not None and e.baseline
+    by = {(v.stem, v.level): v for v in variants}
+    label = {v.stem: v.label for v in variants}
+    levels = sorted(e.axis.levels, key=lambda lv: lv.value)
+    rows: list[dict[str, Any]] = []
+    mats: dict[tuple[str, str, str], tuple[np.ndarray, list[int], list[str]]] = {}
+    for lv in levels:
+        base = by.get((e.baseline, lv.name))
+        if base is None:
+            continue
+        for v in [v for v in variants if v.level == lv.name and v.role != "baseline"]:
+            for key, hib in (("Dice_mean", True), ("HD95_mean", False)):
+                d, seeds, cases = paired_matrix(runs, scores, v.name, base.name, key)
+                mats[(v.stem, lv.name, key)] = (d, seeds, cases)
+                names = (short_label(v.label), short_label(base.label))
+                rows.append({"level": lv.name, "value": lv.value, "variant": v.stem, "baseline": e.baseline,
+                             "label": names[0], "baseline_label": names[1], "metric": key,
+                             **compare(d, hib, names)})
+    trend: list[dict[str, Any]] = []
+    high = e.highlight
+    if high and len(levels) >= 2:
+        lo, hi = levels[0], levels[-1]
+        for key, hib in (("Dice_mean", True), ("HD95_mean", False)):
+            a, b = mats.get((high, hi.name, key)), mats.get((high, lo.name, key))
+            if a is None or b is None or not a[0].size or not b[0].size:
+                continue
+            cases = sorted(set(a[2]) & set(b[2]))
+            n_s = min(len(a[1]), len(b[1]))
+            ia, ib = [a[2].index(c) for c in cases], [b[2].index(c) for c in cases]
+            dd = a[0][:n_s][:, ia] - b[0][:n_s][:, ib]
+            names = (f"{e.axis.name} {hi.value:g}", f"{e.axis.name} {lo.value:g}")
+            trend.append({"metric": key, "variant": high, "baseline": e.baseline, "from": lo.name, "to": hi.name,
+                          "from_value": lo.value, "to_value": hi.value, **compare(dd, hib, names)})
+    for r in trend:
+        r.update(label=short_label(label.get(r["variant"], r["variant"])),
+                 baseline_label=short_label(label.get(e.baseline, e.baseline)))
+    return rows, trend
+
+
+def _num(x: float, digits: int, sign: bool = True) -> str:
+    if not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "–"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_eq(p: float) -> str:
+    text = _p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def comparison_table(rows: Sequence[dict[str, Any]], axis: str) -> str:
+    lines = [f"| {axis} | comparison | metric | seeds × cases | mean difference ± SE (cases) | 95% CI (seeds × cases) "
+             "| 95% CI (cases) | Wilcoxon p (cases) | per-seed mean ± SE | verdict |",
+             "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        dg = 3 if r["metric"].startswith("Dice") else 2
+        unit = "" if dg == 3 else " mm"
+        metric = r["metric"].replace("_mean", " mean") + unit
+        value = r.get("value", "")
+        lines.append(
+            f"| {value if isinstance(value, str) else format(value, 'g')} | {r['label']} − {r['baseline_label']} | "
+            f"{metric} | {r['n_seeds']} × {r['n_cases']} | "
+            f"{_num(r['mean'], dg)} ± {_num(r['se'], dg, False)} | {_num(r['ci_lo'], dg)} to {_num(r['ci_hi'], dg)} | "
+            f"{_num(r['ci_cases'][0], dg)} to {_num(r['ci_cases'][1], dg)} | {_p(r['p'])} | "
+            f"{_num(r['seed_mean'], dg)} ± {_num(r['seed_se'], dg, False)} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def _kind(verdict: str, first: str) -> str:
+    if verdict.startswith(f"{first} better"):
+        return "better"
+    if " better by " in verdict:
+        return "worse"
+    if verdict.startswith("no detectable"):
+        return "same"
+    if verdict.startswith(("no data", "too few")):
+        return "none"
+    return "unclear"
+
+
+def _span(rows: Sequence[dict[str, Any]], key: str) -> str:
+    """``"n"`` when every row has the same integer ``key``, else ``"lo-hi"``."""
+    lo, hi = min(int(r[key]) for r in rows), max(int(r[key]) for r in rows)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def axis_headline(rows: Sequence[dict[str, Any]], trend: Sequence[dict[str, Any]], axis: str, high: str,
+                  base_label: str, high_label: str) -> str:
+    """The headline, from the numbers only: per level the highlight's Dice difference and
+    verdict, a summary of where it is better, worse or not detectably different, the same for
+    HD95, and whether the difference changes from the lowest to the highest level."""
+    hl, bl = short_label(high_label), short_label(base_label)
+    out = []
+    for key, what, dg in (("Dice_mean", "mean Dice", 3), ("HD95_mean", "mean HD95", 2)):
+        mine = [r for r in rows if r["variant"] == high and r["metric"] == key]
+        if not mine:
+            continue
+        unit = "" if dg == 3 else " mm"
+        parts = [f"{axis} {r['value']:g}: {_num(r['mean'], dg)}{unit} (95% CI {_num(r['ci_lo'], dg)} to "
+                 f"{_num(r['ci_hi'], dg)}, {_p_eq(r['p'])})" for r in mine]
+        kinds: dict[str, list[str]] = {}
+        for r in mine:
+            kinds.setdefault(_kind(r["verdict"], short_label(r["label"])), []).append(f"{r['value']:g}")
+        said = []
+        words = {"better": f"{hl} is better", "worse": f"{hl} is worse",
+                 "same": "there is no detectable difference", "unclear": "the evidence is inconclusive",
+                 "none": "there are too few paired runs to compare"}
+        for k in ("better", "worse", "same", "unclear", "none"):
+            if k in kinds:
+                said.append(f"{words[k]} at {axis} {', '.join(kinds[k])}")
+        out.append(f"**{what}, {hl} − {bl}** (paired per case, {_span(mine, 'n_cases')} test cases × "
+                   f"{_span(mine, 'n_seeds')} "
+                   f"seeds per level): " + "; ".join(parts) + ". So " + "; ".join(said) + ".")
+    for t in trend:
+        dg = 3 if t["metric"].startswith("Dice") else 2
+        v = str(t["verdict"])
+        if v.startswith("no detectable"):
+            how = "does not change detectably"
+        elif v.startswith("inconclusive"):
+            how = "changes, but not conclusively"
+        elif " better by " in v:
+            how = f"grows in {hl}'s favour" if (t["mean"] > 0) == t["metric"].startswith("Dice") else \
+                f"shrinks (moves towards {bl})"
+        else:
+            how = f"cannot be judged ({v})"
+        out.append(f"From {axis} {t['from_value']:g} to {t['to_value']:g}, the {t['metric'].replace('_mean', '')} "
+                   f"difference {hl} − {bl} {how}: difference of the differences {_num(t['mean'], dg)} (95% CI "
+                   f"{_num(t['ci_lo'], dg)} to {_num(t['ci_hi'], dg)}, {_p_eq(t['p'])}).")
+    return "\n\n".join(out)
+
+
+def axis_plot(path: Path, axis: str, variants: Sequence[Variant], agg: dict[str, Any], title: str) -> Path:
+    """Dice and HD95 (mean over regions) against the axis level, one line per variant, SE error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stems = list(dict.fromkeys(v.stem for v in variants))
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.0))
+    cmap = plt.get_cmap("tab10")
+    xs_all = sorted({float(v.x) for v in variants if v.x is not None})
+    span = (xs_all[-1] - xs_all[0]) if len(xs_all) > 1 else 1.0
+    for ax, metric in zip(axes, METRICS):
+        for i, stem in enumerate(stems):
+            vs = sorted((v for v in variants if v.stem == stem and v.x is not None), key=lambda v: float(v.x or 0))
+            xs = [float(v.x or 0) + (i - (len(stems) - 1) / 2) * 0.012 * span for v in vs]
+            ms = [agg[v.name][f"{metric}_mean"][0] for v in vs]
+            ses = [agg[v.name][f"{metric}_mean"][1] for v in vs]
+            ses = [0.0 if not math.isfinite(s) else s for s in ses]
+            hl = any(v.role == "highlight" for v in vs)
+            ax.errorbar(xs, ms, yerr=ses, marker="o", capsize=3, color=cmap(i % 10), label=vs[0].label if vs else stem,
+                        linewidth=2.0 if hl else 1.2)
+        ax.set_xticks(xs_all)
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{metric} mean over regions{' (mm)' if metric == 'HD95' else ''}\n(mean ± SE over seeds)")
+        ax.set_title(f"{metric} ({'higher' if metric == 'Dice' else 'lower'} is better)", fontsize=10)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(stems)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.94))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def axis_picture(path: Path, cfg: ServiceConfig, variants: Sequence[Variant], split: str) -> tuple[Path, str]:
+    """One case of ``split`` at every axis level (image, label, the highlight's signed map of
+    WT from its lambda and delta): the case of the lowest level's split with the largest whole
+    tumour among those with every region present at every level (the same case id, so the
+    same anatomy). Returns (png, case id)."""
+    from singr.engine.pipeline import discover, run_paths, split_cases
+    from singr.preprocess import prepare_case
+    from singr.sing import sing_map
+    from singr.viz import ambiguity_png
+
+    e = cfg.experiment
+    assert e is not None and e.axis is not None
+    levels = sorted(e.axis.levels, key=lambda lv: lv.value)
+    pick = {lv.name: next((v for v in variants if v.level == lv.name and v.role == "highlight"),
+                          next(v for v in variants if v.level == lv.name)) for lv in levels}
+    cfgs = {name: variant_config(cfg, v.name) for name, v in pick.items()}
+    found = {name: {c.case_id: c for c in discover(c)} for name, c in cfgs.items()}
+    first = cfgs[levels[0].name]
+    ids = [c for c in split_cases(first, list(found[levels[0].name].values()), run_paths(first))[split]
+           if all(c in found[lv.name] for lv in levels)]
+    preps: dict[str, dict[str, Any]] = {}
+    best: tuple[int, str] | None = None
+    spacing = {name: tuple(c.data.spacing) if c.data.spacing else None for name, c in cfgs.items()}
+    for cid in ids:
+        ps = {lv.name: prepare_case(found[lv.name][cid], run_paths(cfgs[lv.name]).cache_dir, spacing[lv.name])
+              for lv in levels}
+        if all(p.regions is not None and bool(np.all(p.regions.reshape(p.regions.shape[0], -1).any(axis=1)))
+               for p in ps.values()):
+            p0 = ps[levels[0].name]
+            assert p0.regions is not None
+            size = int(p0.regions[list(p0.region_names).index("WT") if "WT" in p0.region_names else 0].sum())
+            if best is None or size > best[0]:
+                best = (size, cid)
+                preps = {"best": ps}
+    if best is None:
+        raise SingrInputError(f"no {split} case has every region at every {e.axis.name} level")
+    cases = []
+    for lv in levels:
+        prep, c = preps["best"][lv.name], cfgs[lv.name]
+        assert prep.regions is not None
+        wt = list(prep.region_names).index("WT") if "WT" in prep.region_names else 0
+        signed = sing_map(prep.regions[wt], prep.image, float(c.sing.lam), float(c.sing.delta), prep.spacing,
+                          int(c.sing.iterations), str(c.sing.engine), "cpu", str(c.sing.boundary))
+        title = f"{e.axis.name} {lv.value:g}" + (f" ({lv.label})" if lv.label else "")
+        cases.append({"title": title, "image": prep.image, "regions": prep.regions, "signed": signed})
+    png = ambiguity_png(path, cases, tuple(preps["best"][levels[0].name].region_names))
+    return png, best[1]
+
+
+def axis_sections(client: Any, cfg: ServiceConfig, runs: Sequence[GridRun], variants: Sequence[Variant],
+                  agg: dict[str, Any], regions: Sequence[str], split: str, out: Path, device: str,
+                  overlay_cases: int) -> tuple[list[str], list[Path], dict[str, Any]]:
+    """The report's sections for a grid with ``experiment.axis`` (see the module docstring)."""
+    e = cfg.experiment
+    assert e is not None and e.axis is not None
+    axis = e.axis.name
+    levels = sorted(e.axis.levels, key=lambda lv: lv.value)
+    label = {v.stem: v.label for v in variants}
+    md: list[str] = []
+    figures: list[Path] = []
+    scores = case_scores(client, runs, split)
+    missing = [r for r in runs if r.run_id not in scores]
+    rows, trend = axis_comparisons(cfg, runs, scores, variants) if e.baseline else ([], [])
+    text = ""
+    if e.baseline and e.highlight and rows:
+        text = axis_headline(rows, trend, axis, e.highlight, label[e.baseline], label[e.highlight])
+        md += ["", "## Headline", "", text]
+    png = axis_plot(out / "axis.png", axis, variants, agg, f"Test metrics against {axis} (mean ± SE over seeds)")
+    figures.append(png)
+    md += ["", f"## Against {axis}", "", f"![{axis}]({png.name})"]
+    if rows:
+        md += ["", f"## Paired differences per case, against {label.get(e.baseline or '', e.baseline)}", "",
+               f"Per {axis} level and variant V: d[s, c] = V − baseline for test case c and seed s (both runs "
+               f"scored it). Mean difference ± SE over cases of the seed-averaged d; 95% CI by the two-way "
+               f"bootstrap over seeds and cases (10,000 resamples; the verdict uses it), and over cases alone; "
+               f"Wilcoxon signed-rank p over the cases' seed-averaged differences; per-seed mean ± SE over seeds. "
+               f"Dice: positive = V better; HD95 (mm): negative = V better. A verdict claims a difference only "
+               f"when the CI excludes 0 and p < 0.05.", "", comparison_table(rows, axis)]
+    if trend:
+        md += ["", f"Change of {label.get(e.highlight or '', e.highlight)}'s difference from {axis} "
+               f"{levels[0].value:g} to {levels[-1].value:g} (paired by case id: the same anatomy at both levels):",
+               "", comparison_table([{**t, "value": f"{levels[-1].value:g} − {levels[0].value:g}"} for t in trend],
+                                    axis)]
+    for lv in levels:
+        vs = [v for v in variants if v.level == lv.name]
+        title = f"{axis} = {lv.value:g}" + (f" ({lv.label})" if lv.label else "")
+        md += ["", f"## {title}", "", table_markdown(vs, agg, regions, e.highlight)]
+    try:
+        pic, case = axis_picture(out / f"{_slug(axis)}.png", cfg, variants, split)
+        figures.append(pic)
+        md += ["", f"## The data at each {axis} level", "",
+               f"Test case {case} (the largest whole tumour with every region present) at every level: the same "
+               f"anatomy (same seed), FLAIR, the drawn label (TC red, WT green, ET yellow) and the signed map of WT "
+               f"that {label.get(e.highlight or '', 'SiNGR')} regresses (its lambda and delta).", "",
+               f"![{axis}]({pic.name})"]
+    except (SingrInputError, OSError, KeyError, StopIteration) as err:
+        md += ["", f"## The data at each {axis} level", "", f"No picture: {err}"]
+        print(f"[report] no {axis} picture: {err}", flush=True)
+    if overlay_cases > 0 and e.baseline and e.highlight:
+        top = levels[-1]
+        names = {v.stem: v.name for v in variants if v.level == top.name}
+        try:
+            rows_ov, rnames, which = overlay_rows(client, variant_config(cfg, names[e.highlight]), runs,
+                                                  names[e.baseline], names[e.highlight], overlay_cases, split, device)
+            if rows_ov:
+                from singr.viz import comparison_png
+
+                ov = comparison_png(out / "overlays.png", rows_ov, rnames, (label[e.baseline], label[e.highlight]))
+                figures.append(ov)
+                md += ["", f"## Cases at {axis} {top.value:g}", "", f"Axial slice with the most tumour, {split} "
+                       f"split; models of the lowest seed ({which}). Contours: TC red, WT green, ET yellow. Signed "
+                       "map: SiNGR's tanh output for WT, zero level in black.", "", f"![cases]({ov.name})"]
+        except (SingrInputError, OSError, KeyError) as err:
+            md += ["", f"## Cases at {axis} {top.value:g}", "", f"No overlay figure: {err}"]
+            print(f"[report] no overlays: {err}", flush=True)
+    if missing:
+        md += ["", f"{len(missing)} run(s) have no per-case scores (eval/metrics_{split}.csv) and are left out of "
+               "the paired differences: " + ", ".join(f"{r.variant} seed {r.seed}" for r in missing) + "."]
+    summary = {"axis": {"name": axis, "levels": [{"name": lv.name, "value": lv.value, "label": lv.label}
+                                                 for lv in levels]},
+               "comparisons": rows, "trend": trend, "text": text,
+               "runs_without_case_scores": [r.run_id for r in missing]}
+    return md, figures, summary
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "axis"
+
+
+def _data_line(cfg: ServiceConfig, variants: Sequence[Variant]) -> str:
+    e = cfg.experiment
+    if e is None or e.axis is None:
+        return f"data `{_show(cfg.data.root)}`"
+    roots: dict[str, str] = {}
+    for v in variants:
+        roots.setdefault(v.level, variant_config(cfg, v.name).data.root)
+    return f"data per {e.axis.name} level: " + ", ".join(f"`{_show(r)}`" for r in roots.values())
+
+
 def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | None = None,
                  overlay_cases: int | None = None, log_to_mlflow: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Write the report of the newest grid sweep of ``experiment`` (see the module docstring)."""
@@ -283,12 +667,20 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
           f"MLflow experiment `{experiment}`, sweep run `{parent.info.run_id}` ({_show(uri)}). "
           f"{len(done)} of {len(variants) * len(e.seeds)} runs finished with {split} metrics; "
           f"seeds {seeds}. Model `{cfg.model.name}`, {cfg.train.epochs} epochs x "
-          f"{cfg.train.iters_per_epoch} iterations, patch {cfg.train.patch_size}, data `{_show(cfg.data.root)}`.",
+          f"{cfg.train.iters_per_epoch} iterations, patch {cfg.train.patch_size}, {_data_line(cfg, variants)}.",
           "", f"Metrics are on the **{split}** split (each run's best.pt by validation Dice), averaged over its "
           f"cases, then mean ± standard error over seeds (SE = sd / sqrt(n)). HD95 in mm; BraTS convention for "
           "empty masks (one of the two empty: Dice 0, HD95 373.13 mm). **Bold**: the paper's setting."]
     headline: dict[str, Any] = {}
-    if base and high:
+    figures: list[Path] = []
+    axis_summary: dict[str, Any] = {}
+    n_ov = int(e.overlay_cases if overlay_cases is None else overlay_cases)
+    if e.axis is not None:
+        more, figures, axis_summary = axis_sections(client, cfg, done, variants, agg, regions, split, out, device,
+                                                    n_ov)
+        md += more
+        headline = {"text": axis_summary["text"]} if axis_summary["text"] else {}
+    elif base and high:
         d_dice = paired_difference(done, high, base, f"{split}_Dice_mean")
         d_hd = paired_difference(done, high, base, f"{split}_HD95_mean")
         a, b = agg[high], agg[base]
@@ -302,8 +694,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
                f"HD95 {_cell(b['HD95_mean'], 2)} mm",
                f"- paired over {d_dice[2]} seeds, {high} − {base}: Dice {_cell(d_dice, 3)}, "
                f"HD95 {_cell(d_hd, 2)} mm"]
-    figures: list[Path] = []
-    for g in groups:
+    for g in groups if e.axis is None else []:
         vs = [v for v in variants if g in v.groups]
         slug = "table" if g == TABLE else "architectures"
         title = (f"{g} on {cfg.model.name} (paper Table 3)" if g == TABLE
@@ -311,8 +702,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
         png = bar_chart(out / f"bars_{slug}.png", vs, agg, regions, title, high)
         figures.append(png)
         md += ["", f"## {title}", "", table_markdown(vs, agg, regions, high), "", f"![{g}]({png.name})"]
-    n_ov = int(e.overlay_cases if overlay_cases is None else overlay_cases)
-    if n_ov > 0 and base and high:
+    if n_ov > 0 and base and high and e.axis is None:
         try:
             rows, names, which = overlay_rows(client, cfg, done, base, high, n_ov, split, device)
             if rows:
@@ -333,8 +723,9 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
     summary = {"experiment": experiment, "sweep": sweep_name, "parent_run_id": parent.info.run_id, "split": split,
                "regions": regions, "n_runs": len(done), "seeds": seeds,
                "variants": {v.name: {"label": v.label, "groups": list(v.groups),
+                                     **({"stem": v.stem, "level": v.level, "x": v.x} if v.level else {}),
                                      **{k: list(s) for k, s in agg[v.name].items()}} for v in variants},
-               "headline": headline, "figures": [p.name for p in figures]}
+               "headline": headline, "figures": [p.name for p in figures], **axis_summary}
     write_json(out / "summary.json", _finite(summary))
     if log_to_mlflow:
         for p in [md_path, out / "summary.json", *figures]:
@@ -355,7 +746,9 @@ def run_report(args: Any) -> int:
     res = write_report(uri, args.experiment, out, sweep=args.sweep, overlay_cases=args.overlay_cases,
                        log_to_mlflow=not args.no_log, device=args.device)
     h = res["summary"].get("headline") or {}
-    if h:
+    if h.get("text"):
+        print("[report] " + h["text"].replace("**", "").replace("\n\n", "\n[report] "))
+    elif h:
         d, hd = h["paired_Dice_difference"], h["paired_HD95_difference"]
 
         def pm(v: Sequence[float], digits: int) -> str:

@@ -1,6 +1,9 @@
 """The sweep's results: one row per trial (trials.csv), the picture (sweep.png), the table.
 
-Every file is written under a temporary name and renamed (``singr.io``).
+A row's ``score`` is the best value of the sweep's objective (``tune.metric``; the lowest for
+HD95 metrics) over the trial's validation epochs, and rows come best first by it;
+``val_Dice_best`` / ``val_Dice_last`` are the mean Dice's, whatever the objective. Every file
+is written under a temporary name and renamed (``singr.io``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 from singr.io import atomic_path, write_text
 
 from .grid import is_grid
-from .plan import METRIC, TIME_ATTR, SweepPlan
+from .plan import METRIC, TIME_ATTR, SweepPlan, metric_mode
 
 
 def interrupted(grid: Any, num_samples: int) -> bool:
@@ -22,8 +25,10 @@ def interrupted(grid: Any, num_samples: int) -> bool:
 
 
 def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
-    """One row per trial: params, best/last Dice, epochs run, stopped early, checkpoint."""
+    """One row per trial, best first: params, objective score, best/last Dice, epochs run,
+    stopped early, checkpoint (the latest, holding the trial's best)."""
     epochs = int(plan.cfg.train.epochs)
+    metric = plan.metric
     split = plan.cfg.experiment.eval_split if is_grid(plan.cfg) and plan.cfg.experiment else None
     prefix = f"{split}_" if split else "\0"  # a grid's evaluation metrics
     from .plan import search_params
@@ -39,17 +44,34 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
         if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
             ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
         best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
+        score = best_score(df, m, metric) if metric != METRIC else best
         ran = int(m.get(TIME_ATTR) or 0)
         cfg = res.config or {}
-        row = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in params},
-               "val_Dice_best": best, "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
+        row: dict[str, Any] = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in params},
+               "score": score, "val_Dice_best": best,
+               "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
                "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
                "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
                "checkpoint_path": ckpt, "history": hist, "worker_nodes": _last_str(df, m, "worker_nodes"),
                **{k: float(v) for k, v in m.items() if k.startswith(prefix) and isinstance(v, (int, float))}}
         rows.append(row)
-    rows.sort(key=lambda r: -_score(r["val_Dice_best"]))
+    sign = 1.0 if metric_mode(metric) == "max" else -1.0
+    rows.sort(key=lambda r: -_score(sign * r["score"]))  # best first; never validated: last
     return rows
+
+
+def best_score(df: Any, m: dict[str, Any], metric: str) -> float:
+    """The best value of ``metric`` (highest, or lowest for HD95) over a trial's reports; NaN when
+    it never validated."""
+    vals: list[float] = []
+    if df is not None and len(df) and metric in df:
+        vals = [float(v) for v in df[metric] if v == v]
+    if not vals:
+        last = m.get(f"best_{metric}", m.get(metric))
+        vals = [float(last)] if isinstance(last, (int, float)) and last == last else []
+    if not vals:
+        return float("nan")
+    return max(vals) if metric_mode(metric) == "max" else min(vals)
 
 
 def _score(v: Any) -> float:
@@ -116,14 +138,18 @@ def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Pat
     return path
 
 
-def format_table(rows: list[dict[str, Any]], params: list[str]) -> str:
-    head = ["trial", *params, "Dice(best)", "epochs", "stopped early"]
+def format_table(rows: list[dict[str, Any]], params: list[str], metric: str = METRIC) -> str:
+    """The trials, one line each; with an objective other than the mean Dice, its best value too."""
+    extra = metric != METRIC
+    head = ["trial", *params, *([f"{metric[4:]}(best)"] if extra else []), "Dice(best)", "epochs", "stopped early"]
     lines = []
     for r in rows:
         vals = [str(r["trial_id"])]
         for p in params:
             v = r.get(p)
             vals.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        if extra:
+            vals.append(f"{r['score']:.4f}")
         vals += [f"{r['val_Dice_best']:.4f}", str(r["epochs_run"]),
                  "error" if r["error"] else ("yes" if r["stopped_early"] else "no")]
         lines.append(vals)

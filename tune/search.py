@@ -1,10 +1,17 @@
-"""Stage 3: the search. Ray Tune + OptunaSearch (seeded TPE) + ASHA on val_Dice_mean.
+"""Stage 3: the search. Ray Tune + OptunaSearch (seeded TPE) or random search + ASHA on the objective (``tune.metric``).
 
 A trial is :func:`tune.trainer.run_trial` with a tiny CPU share ({"cpu": 0.01}); its Train
 workers hold the real CPUs/GPUs. The number of concurrent trials is ``tune.max_concurrent``
 or what the cluster fits. The sweep lives in ``<storage_path>/<name>``; running the same
 command again restores an interrupted sweep (``Tuner.restore``): finished trials are kept,
 unfinished and errored ones resume from their latest Train checkpoint.
+
+``tune.search`` picks the searcher over the same space and under the same ASHA schedule
+(:func:`make_searcher`): ``optuna``, Optuna's TPE seeded with ``tune.seed``, whose first
+``n_startup`` trials are random (a third of ``tune.num_samples``, at least 2 and at most
+Optuna's default 10: with Optuna's default a budget of 10 trials or fewer is random search
+in disguise); or ``random``, Ray Tune's ``BasicVariantGenerator`` sampling the space with
+``random_state = tune.seed`` (the baseline the TPE must beat at the same budget).
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from ray.tune import Callback
 
 from .config import ServiceConfig
 from .grid import expand_variants, is_grid
-from .plan import METRIC, MODE, TIME_ATTR, SweepPlan
+from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, better
 
 
 def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[int, float, float],
@@ -28,6 +35,28 @@ def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[in
     if gpw > 0:
         fit = min(fit, int(float(resources.get("GPU", 0.0)) / (n * gpw) + 1e-9))
     return max(1, min(fit, int(n_trials)))
+
+
+def n_startup(num_samples: int) -> int:
+    """Random trials before the TPE models the results: num_samples // 3, within [2, 10]."""
+    return max(2, min(10, int(num_samples) // 3))
+
+
+def make_searcher(cfg: ServiceConfig, max_concurrent: int, metric: str, mode: str) -> Any:
+    """The searcher of ``tune.search`` (see the module docstring), limited to ``max_concurrent``
+    trials at once."""
+    t = cfg.tune
+    if t.search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(max_concurrent=int(max_concurrent), random_state=int(t.seed))
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    sampler = optuna.samplers.TPESampler(seed=int(t.seed), n_startup_trials=n_startup(int(t.num_samples)))
+    return ConcurrencyLimiter(OptunaSearch(metric=metric, mode=mode, sampler=sampler),
+                              max_concurrent=int(max_concurrent))
 
 
 def grid_space(cfg: ServiceConfig) -> dict[str, Any]:
@@ -59,8 +88,10 @@ class Progress(Callback):
     """The sweep's own progress on the terminal: one line per finished trial with a bar of
     trials done and the best so far (Ray's trial tables are off)."""
 
-    def __init__(self, n_trials: int, params: list[str], epochs: int, width: int = 20):
+    def __init__(self, n_trials: int, params: list[str], epochs: int, width: int = 20, metric: str = METRIC,
+                 mode: str = MODE):
         self.n, self.params, self.epochs, self.width = int(n_trials), list(params), int(epochs), width
+        self.metric, self.mode = metric, mode
         self.done = 0
         self.best: tuple[float, str] | None = None
         self.t0 = time.time()
@@ -70,12 +101,13 @@ class Progress(Callback):
         filled = int(round(self.width * self.done / max(self.n, 1)))
         bar = "#" * filled + "." * (self.width - filled)
         r = trial.last_result or {}
-        score = r.get("best_val_Dice_mean", r.get(METRIC))
-        if isinstance(score, (int, float)) and (self.best is None or score > self.best[0]):
+        score = r.get(f"best_{self.metric}", r.get(self.metric))
+        if isinstance(score, (int, float)) and (self.best is None or better(float(score), self.best[0], self.mode)):
             self.best = (float(score), trial.trial_id)
         ps = ", ".join(f"{p}={trial.config[p]:.3g}" if isinstance(trial.config.get(p), float) else
                        f"{p}={trial.config.get(p)}" for p in self.params if p in trial.config)
-        got = f"val Dice {score:.4f}" if isinstance(score, (int, float)) else "no validation"
+        name = "Dice" if self.metric == METRIC else self.metric[4:]
+        got = f"val {name} {score:.4f}" if isinstance(score, (int, float)) else "no validation"
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else "best -"
         print(f"[tune] [{bar}] {self.done}/{self.n} trial {trial.trial_id} {what} after {r.get('epoch', 0)} "
               f"epoch(s), {got} ({ps}); {best}; {time.time() - self.t0:.0f} s", flush=True)
@@ -102,10 +134,8 @@ def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
 def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
                callbacks: list[Any], resume: bool = True, stopper: Any = None) -> tuple[Any, bool]:
     """Fit (or restore and finish) the sweep; returns (ResultGrid, restored)."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     trainable = make_trainable(plan, scale)
     if resume and tune.Tuner.can_restore(str(plan.sweep_dir)):
@@ -120,17 +150,15 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
                            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),
                            run_config=run_config)
         return tuner.fit(), False
-    searcher = OptunaSearch(metric=METRIC, mode=MODE,
-                            sampler=optuna.samplers.TPESampler(seed=int(t.seed)))
+    searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
     epochs = int(plan.cfg.train.epochs)
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=epochs,
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=plan.metric, mode=plan.mode, max_t=epochs,
                               grace_period=min(int(t.asha.grace_period), epochs),
                               reduction_factor=float(t.asha.reduction_factor))
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(plan.cfg),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples),
-                                    max_concurrent_trials=int(max_concurrent)),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples)),
         run_config=run_config,
     )
     return tuner.fit(), False

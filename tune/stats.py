@@ -6,6 +6,12 @@ the mean and its standard error (:func:`mean_se`), a percentile-bootstrap confid
 of the mean (:func:`bootstrap_ci`), the two-sided Wilcoxon signed-rank p-value
 (:func:`wilcoxon_p`), and a one-line verdict that claims a difference only when the interval
 excludes 0 *and* p < alpha. Non-finite values (nan, inf, None) are ignored everywhere.
+
+When the differences come from several trained models (seeds) on the same cases, a matrix
+``d[seed, case]``, :func:`bootstrap_ci_2way` resamples seeds and cases independently (both
+are random: a new seed is a new model, a new case a new patient), so its interval carries
+the training randomness that an interval over cases of seed-averaged differences ignores;
+``describe_difference(..., ci=...)`` then words the verdict with that interval.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from typing import Any, Hashable, Iterable, Mapping, TypeVar
 
 import numpy as np
 
-__all__ = ["mean_se", "bootstrap_ci", "wilcoxon_p", "paired", "describe_difference"]
+__all__ = ["mean_se", "bootstrap_ci", "bootstrap_ci_2way", "wilcoxon_p", "paired", "describe_difference"]
 
 K = TypeVar("K", bound=Hashable)
 _CHUNK = 2_000_000  # resampled values held at once by bootstrap_ci
@@ -75,6 +81,48 @@ def bootstrap_ci(diffs: Iterable[float | None], n_boot: int = 10000, alpha: floa
     return float(np.clip(lo, lo_data, hi_data)), float(np.clip(hi, lo_data, hi_data))
 
 
+def bootstrap_ci_2way(diffs: Any, n_boot: int = 10000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap ``1 - alpha`` interval of the grand mean of a matrix ``d[seed, case]``.
+
+    Each resample draws S rows (seeds) and C columns (cases) with replacement, independently,
+    and takes the mean of the S x C sub-matrix ``d[rows][:, cols]`` (computed as
+    ``w_rows^T d w_cols / (S C)`` with the draw counts ``w``). A column (case) holding a
+    non-finite value is dropped first (a pair missing for one seed takes its case out).
+    One row: exactly :func:`bootstrap_ci` over the cases (same ``seed``, same draws).
+    ``(nan, nan)`` for no data; ``(c, c)`` when every value equals c. Clipped to [min, max].
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if not (isinstance(alpha, (int, float, np.floating)) and 0.0 < float(alpha) < 1.0):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    try:
+        d = np.asarray(diffs, dtype=float)  # None -> nan
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"diffs must be a matrix d[seed, case] of numbers: {e}") from None
+    if d.ndim != 2:
+        raise ValueError(f"diffs must be two-dimensional (seeds x cases), got shape {d.shape}")
+    if d.size:
+        d = d[:, np.isfinite(d).all(axis=0)]
+    if d.size == 0:
+        return math.nan, math.nan
+    if d.shape[0] == 1:
+        return bootstrap_ci(d[0], n_boot=n_boot, alpha=alpha, seed=seed)
+    lo_data, hi_data = float(d.min()), float(d.max())
+    if lo_data == hi_data:
+        return lo_data, hi_data
+    n_s, n_c = d.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(int(n_boot))
+    step = max(1, _CHUNK // (n_s + n_c))
+    for start in range(0, int(n_boot), step):
+        stop = min(start + step, int(n_boot))
+        rows = rng.multinomial(n_s, np.full(n_s, 1.0 / n_s), size=stop - start)
+        cols = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=stop - start)
+        means[start:stop] = np.einsum("bs,sc,bc->b", rows, d, cols) / (n_s * n_c)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(np.clip(lo, lo_data, hi_data)), float(np.clip(hi, lo_data, hi_data))
+
+
 def wilcoxon_p(diffs: Iterable[float | None]) -> float:
     """Two-sided Wilcoxon signed-rank p-value of the finite ``diffs`` (H0: symmetric about 0).
 
@@ -128,8 +176,8 @@ def _fmt_p(p: float) -> str:
 
 
 def describe_difference(diffs: Iterable[float | None], higher_is_better: bool = True, *, alpha: float = 0.05,
-                        n_boot: int = 10000, seed: int = 0, names: tuple[str, str] = ("A", "B")
-                        ) -> dict[str, Any]:
+                        n_boot: int = 10000, seed: int = 0, names: tuple[str, str] = ("A", "B"),
+                        ci: tuple[float, float] | None = None) -> dict[str, Any]:
     """Summary of paired differences ``d = a - b``: ``{"n", "mean", "se", "ci_lo", "ci_hi", "p", "verdict"}``.
 
     ``mean, se, n`` from :func:`mean_se`, ``ci_lo, ci_hi`` the ``1 - alpha`` bootstrap interval
@@ -139,7 +187,8 @@ def describe_difference(diffs: Iterable[float | None], higher_is_better: bool = 
     units; ``higher_is_better=False`` for errors such as HD95); ``"no detectable difference
     (95% CI -0.010 to 0.006 includes 0, p = 0.41)"`` when neither does; ``"inconclusive: A ahead
     by ... (...), but p >= 0.05"`` (or ``"but the CI includes 0"``) when they disagree; ``"no
-    data"`` or ``"too few pairs (n = 1) to compare"`` below two pairs.
+    data"`` or ``"too few pairs (n = 1) to compare"`` below two pairs. ``ci`` replaces the
+    bootstrap interval by one computed elsewhere (e.g. :func:`bootstrap_ci_2way` over seeds and cases).
     """
     if not (isinstance(alpha, (int, float, np.floating)) and 0.0 < float(alpha) < 1.0):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -147,7 +196,8 @@ def describe_difference(diffs: Iterable[float | None], higher_is_better: bool = 
         raise ValueError(f"names must be two labels (A, B), got {names!r}")
     x = _finite(diffs, "diffs")
     mean, se, n = mean_se(x)
-    lo, hi = bootstrap_ci(x, n_boot=n_boot, alpha=alpha, seed=seed)
+    lo, hi = (float(ci[0]), float(ci[1])) if ci is not None else bootstrap_ci(x, n_boot=n_boot, alpha=alpha,
+                                                                               seed=seed)
     p = wilcoxon_p(x)
     level = f"{100 * (1 - alpha):g}% CI"
     if n == 0:

@@ -1,16 +1,22 @@
 """The sweep from start to end, on the Ray the session started or joined.
 
-1. SiNG maps for every lambda (Ray Data, :mod:`tune.maps`); a case that fails its checks
-   stops the sweep here with one line naming it;
+1. SiNG maps for every lambda (Ray Data, :mod:`tune.maps`), once per data folder the runs
+   read (``SweepPlan.data_groups``); a case that fails its checks stops the sweep here with
+   one line naming it;
 2. the MLflow parent run (:mod:`tune.tracking`);
 3. the search or the grid (:mod:`tune.search`), one MLflow child run per trial;
 4. the results (:mod:`tune.results`): ``trials.csv``, ``sweep.png``, ``summary.json``;
-5. a search registers its best model (:mod:`tune.publish`); a grid writes its report.
+5. a search builds its model folder (:mod:`tune.ensemble`: the best trial, or the fold refit
+   of ``tune.refit_folds`` as parallel Ray Train runs, or the ``tune.ensemble_top_k`` best
+   trials), fits its post-processing rules on validation data (``tune.postprocess``) and
+   registers it (:mod:`tune.publish`); a grid writes its report.
+
+The objective throughout is ``tune.metric`` (:attr:`SweepPlan.metric`); ``summary.json`` says
+what was registered under ``model`` (kind, members, folds, score, post-processing kept).
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +46,8 @@ def check_budget(plan: SweepPlan, resume: bool) -> None:
         write_json(f, {"n_trials": plan.n_trials, "name": plan.name, "mode": plan.cfg.tune.mode})
 
 
-def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, progress: bool, t0: float) -> int:
+def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *, resume: bool, progress: bool,
+              t0: float) -> int:
     """Stages 1-5 (see the module docstring); returns the exit code."""
     import ray
 
@@ -52,15 +59,27 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
 
     check_budget(plan, resume)
     cfg = plan.cfg
+    if cfg.tune.refit_folds:  # the folds exist (and fit the cases) before hours of search
+        from .ensemble import prepare_folds
+
+        prepare_folds(plan, int(cfg.tune.refit_folds))
     resources = ray.cluster_resources()
     shown = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
     print(f"[tune] sweep {plan.name!r} in {plan.sweep_dir}; cluster {json.dumps(shown)}", flush=True)
-    ids = list(split["train"]) + list(split["val"])
-    tm = time.time()
-    maps: dict[str, Any] = compute_maps(plan, ids, progress=progress)
-    print(f"[tune] SiNG maps for lambda in {plan.lam_grid} over {maps['cases']} cases ({maps['actors']} actors on "
-          f"{len(maps['nodes'])} node(s), {time.time() - tm:.1f} s): computed {maps['maps_computed']}, "
-          f"from cache {maps['maps_cached']}", flush=True)
+    maps: dict[str, Any] = {"cases": 0, "maps_computed": 0, "maps_cached": 0, "actors": 0, "nodes": {}}
+    for group, split in splits:
+        tm = time.time()
+        ids = list(split["train"]) + list(split["val"])
+        got = compute_maps(plan, ids, progress=progress, group=group)
+        where = f" of {group.cfg.data.root}" if len(splits) > 1 else ""
+        print(f"[tune] SiNG maps for lambda in {list(group.lams)} over {got['cases']} cases{where} ({got['actors']} "
+              f"actors on {len(got['nodes'])} node(s), {time.time() - tm:.1f} s): computed {got['maps_computed']}, "
+              f"from cache {got['maps_cached']}", flush=True)
+        for k in ("cases", "maps_computed", "maps_cached"):
+            maps[k] += got[k]
+        maps["actors"] = max(maps["actors"], got["actors"])
+        for node, cids in got["nodes"].items():
+            maps["nodes"].setdefault(node, []).extend(cids)
     parent = parent_run(plan)
     scale = scaling(cfg, resources)
     conc = concurrency(cfg, resources, scale, plan.n_trials)
@@ -68,7 +87,7 @@ def run_sweep(plan: SweepPlan, split: dict[str, list[str]], *, resume: bool, pro
     print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {scale[0]} Train worker(s) x "
           f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     runs = TrialRuns(plan, parent)
-    bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs))
+    bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
     bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
     janitor = PlacementGroupJanitor(bundle)
     watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
@@ -119,18 +138,23 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     if is_grid(cfg):
         return _finish_grid(plan, parent, rows, summary, [csv_p, png_p], maps, runs, t0)
     best = ok[0]
-    model_dir = _best_model(plan, best)
-    reg = _register(plan, parent, best, model_dir, runs)
-    summary.update({"best": {k: v for k, v in best.items() if k != "history"},
-                    "best_model": str(model_dir), "best_val_Dice_mean": best["val_Dice_best"], "registered": reg,
-                    "csv": str(csv_p), "plot": str(png_p), "wall_seconds": round(time.time() - t0, 1),
-                    "mlflow_not_logged": runs.failures})
+    summary.update({"metric": plan.metric, "mode": plan.mode, "best": {k: v for k, v in best.items() if k != "history"},
+                    "best_score": best["score"], "best_val_Dice_mean": best["val_Dice_best"], "csv": str(csv_p),
+                    "plot": str(png_p)})
+    model = _model(plan, rows, parent, runs, summary, [csv_p, png_p])
+    if isinstance(model, int):
+        return model
+    model_dir = model.path
+    reg = _register(plan, parent, best, model_dir, runs, model=model)
+    summary.update({"best_model": str(model_dir), "model": model.summary(), "registered": reg,
+                    "wall_seconds": round(time.time() - t0, 1), "mlflow_not_logged": runs.failures})
     write_json(summary_p, summary, indent=1, default=str)
     _close(plan, parent, "FINISHED", summary, [csv_p, png_p, summary_p], runs)
 
     bp = ", ".join(f"{p}={best[p]:.4g}" if isinstance(best[p], float) else f"{p}={best[p]}" for p in params)
-    print("\n[tune] trials (best first):\n" + format_table(rows, params))
-    print(f"\n[tune] best: {bp}; val Dice {best['val_Dice_best']:.4f} (trial {best['trial_id']}, "
+    print("\n[tune] trials (best first):\n" + format_table(rows, params, plan.metric))
+    obj = "" if plan.metric == METRIC else f"{plan.metric} {best['score']:.4f}, "
+    print(f"\n[tune] best: {bp}; {obj}val Dice {best['val_Dice_best']:.4f} (trial {best['trial_id']}, "
           f"{best['epochs_run']} epochs)")
     print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
     if reg:
@@ -152,29 +176,44 @@ def _close(plan: SweepPlan, parent: str, status: str, summary: dict[str, Any], f
     runs._safe("the sweep's parent run", lambda: close_parent(plan, parent, status, summary, files))
 
 
-def _best_model(plan: SweepPlan, best: dict[str, Any]) -> Path:
-    """The best trial's best checkpoint as a model folder in ``results/best_model``."""
-    import ray
+def _model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any, summary: dict[str, Any],
+           files: list[Path]) -> Any:
+    """The model folder to register, post-processing rules fitted (:mod:`tune.ensemble`), one
+    ``[tune]`` line per stage; or the exit code when a fold refit did not finish (summary.json
+    written; an interrupted refit leaves the parent run open for the rerun that resumes it)."""
+    from .ensemble import RefitIncomplete, build_model, fit_rules
 
-    from singr.engine.bundle import write_bundle
-    from singr.engine.trainer import BEST, LAST
+    split = json.loads(plan.split_file.read_text())
+    tm = time.time()
+    try:
+        model = build_model(plan, rows, split, parent, runs)
+    except RefitIncomplete as e:
+        summary.update({"refit_incomplete": e.message, "refit_runs": e.runs, "mlflow_not_logged": runs.failures})
+        if e.code == 130:
+            summary["interrupted"] = True
+        summary_p = write_json(plan.results_dir / "summary.json", summary, indent=1, default=str)
+        if e.code != 130:
+            _close(plan, parent, "FAILED", summary, [*files, summary_p], runs)
+        print(f"[tune] {e.message}", flush=True)
+        return e.code
+    print(f"[tune] model: {model.describe()}; {time.time() - tm:.0f} s, in {model.path}", flush=True)
+    if plan.cfg.tune.postprocess:
+        tm = time.time()
+        fit_rules(plan, model)
+        pp = model.postprocess or {}
+        if "error" not in pp:
+            kept = "; ".join(pp["kept"]) if pp["kept"] else "no rule raised the validation Dice, none kept"
+            print(f"[tune] post-processing fitted on {pp['n_cases']} validation cases ({time.time() - tm:.0f} s): "
+                  f"{kept}; val Dice {pp['dice_before']:.4f} -> {pp['dice_after']:.4f}", flush=True)
+    else:
+        print("[tune] post-processing: not fitted (tune.postprocess is false); the model has no rules", flush=True)
+    return model
 
-    out = plan.results_dir / "best_model"
-    with ray.train.Checkpoint(best["checkpoint_path"]).as_directory() as d:
-        src = Path(d) / BEST
-        if not src.exists():
-            src = Path(d) / LAST
-        tmp = plan.results_dir / f".tmp-best-{best['trial_id']}.safetensors"
-        shutil.copy2(src, tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    write_bundle(out, [tmp], names=[BEST], info={"sweep": plan.name, "trial_id": best["trial_id"],
-                                                   **{p: best.get(p) for p in search_params(plan.cfg)}})
-    tmp.unlink(missing_ok=True)
-    return out
 
-
-def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any) -> dict[str, Any] | None:
+def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any,
+              model: Any = None) -> dict[str, Any] | None:
+    """Register the best model with its card (:func:`tune.card.sweep_card`) and exports (``mlflow.export``)."""
+    from .card import sweep_card
     from .publish import register, split_digest
 
     cfg = plan.cfg
@@ -184,9 +223,14 @@ def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Pat
             "trial_id": best["trial_id"], "sweep": plan.name}
     if "lr" in best:
         tags["lr"] = best["lr"]
+    score, digest = float(best["val_Dice_best"]), split_digest(split)
+    if model is not None:  # tune.ensemble's folder: kind, members, its score in tune.metric and on what
+        tags.update(model.tags())
+        score, digest = float(model.score), str(model.digest)
     return runs._safe("the model registration", lambda: register(
-        plan, parent, model_dir, tags, float(best["val_Dice_best"]), split_digest(split),
-        rule=cfg.mlflow.promote))
+        plan, parent, model_dir, tags, score, digest, metric=plan.metric, mode=plan.mode,
+        rule=cfg.mlflow.promote, card=lambda: sweep_card(plan, best, model_dir, split, parent),
+        exports=cfg.mlflow.export))
 
 
 def _finish_grid(plan: SweepPlan, parent: str, rows: list[dict[str, Any]], summary: dict[str, Any],

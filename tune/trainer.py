@@ -14,7 +14,9 @@ latest checkpoint and the Trainer resumes from its ``last``. In a comparison gri
 ``experiment.eval_split`` and every rank reports once more with the ``<split>_*`` metrics.
 Train V2 cannot take a Trainer inside a Tuner, so a trial is a Tune function
 (:func:`run_trial`) that builds and fits the TorchTrainer; ``TuneReportCallback`` forwards
-each rank-0 report to Tune. Where each rank ran is reported too (``worker_nodes``).
+each rank-0 report to Tune. Where each rank ran is reported too (``worker_nodes``). A refit
+run (:mod:`tune.ensemble`) is the same trial with ``fold`` / ``folds`` in its params: the
+Trainer trains and validates on that fold of ``data.folds``.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def _gather_nodes(rank: int, world: int) -> str:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker loop; ``config`` = {"cfg": ServiceConfig, "prepared", "threads", "evaluate_split"}."""
+    """Ray Train worker loop; ``config`` = {"cfg": ServiceConfig, "prepared", "threads", "evaluate_split", "fold"}."""
     import ray.train
     import ray.train.torch
     import torch
@@ -109,7 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         trainer = Trainer(cfg, rank=rank, world_size=world, device=ray.train.torch.get_device(),
                           checkpoint_dir=ckpt_dir, resume=False, resume_from=resume_from,
                           wrap_model=ray.train.torch.prepare_model, prepared=bool(config.get("prepared", True)),
-                          progress=False, callbacks=[RayReport(nodes)])
+                          progress=False, fold=config.get("fold"), callbacks=[RayReport(nodes)])
         result = trainer.run()
         split = config.get("evaluate_split")
         if split:  # a grid run: score the best checkpoint on the held-out split, reported once more
@@ -147,11 +149,11 @@ def scaling(cfg: ServiceConfig, resources: dict[str, float]) -> tuple[int, float
 def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, num_workers: int,
                   cpus_per_worker: float, gpus_per_worker: float = 0.0, max_failures: int = 0,
                   prepared: bool = True, tune_callback: bool = False, evaluate_split: str | None = None,
-                  start_retries: int = 5) -> Any:
+                  start_retries: int = 5, fold: int | None = None) -> Any:
     """A TorchTrainer running :func:`train_loop_per_worker` on ``cfg``. Worker failures are
     retried ``max_failures`` times (from the latest checkpoint); a worker group that cannot
     start (no resources within 60 s) is retried ``start_retries`` times, then the run errors
-    (Ray's default retries forever)."""
+    (Ray's default retries forever). ``fold``: train fold ``fold`` of ``data.folds``."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -165,7 +167,7 @@ def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, n
         callbacks.append(TuneReportCallback())
     kwargs: dict[str, Any] = dict(
         train_loop_config={"cfg": cfg, "prepared": prepared, "threads": max(1, int(cpus_per_worker)),
-                           "evaluate_split": evaluate_split},
+                           "evaluate_split": evaluate_split, "fold": fold},
         scaling_config=ray.train.ScalingConfig(num_workers=int(num_workers), use_gpu=gpus_per_worker > 0,
                                                resources_per_worker=res),
         run_config=ray.train.RunConfig(
@@ -198,5 +200,6 @@ def run_trial(params: dict[str, Any], base_cfg: ServiceConfig, trials_dir: str, 
     trainer = build_trainer(cfg, run_name=trial_id, storage_path=train_storage, num_workers=scale[0],
                             cpus_per_worker=scale[1], gpus_per_worker=scale[2],
                             max_failures=int(base_cfg.tune.max_failures), prepared=True, tune_callback=True,
-                            evaluate_split=split, start_retries=int(base_cfg.tune.start_retries))
+                            evaluate_split=split, start_retries=int(base_cfg.tune.start_retries),
+                            fold=None if params.get("fold") is None else int(params["fold"]))
     trainer.fit()

@@ -23,7 +23,7 @@ from ..regions import CONVENTIONS
 from ..sing import BOUNDARY_MODES, ENGINES
 
 __all__ = ["Section", "DataConfig", "SingConfig", "ModelConfig", "LossConfig", "TrainConfig", "AugmentConfig",
-           "InferConfig", "SynthConfig", "SingrConfig", "Size3", "UnitFloat"]
+           "InferConfig", "SynthConfig", "SingrConfig", "Size3", "UnitFloat", "SELECT_METRICS"]
 
 
 def _lit(values: tuple[str, ...]) -> Any:
@@ -37,6 +37,10 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 HalfOpenUnit = Annotated[float, Field(ge=0.0, lt=1.0)]
 Size3 = Annotated[list[PosInt], Field(min_length=3, max_length=3)]
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+SELECT_METRICS: dict[str, str] = {"val_Dice_mean": "max", "val_IoU_mean": "max", "val_HD95_mean": "min",
+                                  "val_LesionDice_mean": "max", "val_LesionHD95_mean": "min"}
+"""Validation metrics (mean over regions) that may pick a run's best checkpoint (``train.select_metric``)
+or be a sweep's objective (``tune.metric``), each with its direction: "max" or "min"."""
 
 
 class Section(BaseModel):
@@ -110,6 +114,9 @@ class TrainConfig(Section):
     val_max_cases: Optional[PosInt]
     device: Device
     amp: bool
+    select_metric: _lit(tuple(SELECT_METRICS)) = Field(  # type: ignore[valid-type]
+        description="validation metric that picks best.safetensors (HD95: lowest wins); a lesion-wise one "
+        "makes validation compute the BraTS 2023 lesion-wise scores")
 
 
 class AugmentConfig(Section):

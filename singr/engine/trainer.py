@@ -3,7 +3,9 @@
 One epoch = ``train.iters_per_epoch`` batches of ``train.batch_size`` random patches
 (Adam, the configured loss). Every ``train.val_every`` epochs and at the last, rank 0
 segments the validation cases with the one inference path (:class:`singr.engine.infer.Predictor`'s
-sliding window) and keeps the checkpoint with the best mean Dice as ``best.safetensors``;
+sliding window) and keeps the checkpoint with the best ``train.select_metric`` as
+``best.safetensors`` (default the mean Dice; HD95 metrics: the lowest wins; a lesion-wise metric
+makes validation compute the BraTS 2023 lesion-wise scores, which it skips otherwise);
 ``last.safetensors`` (with the optimizer state) is the resume point. Per-epoch rows go to
 ``<output_dir>/log.csv``.
 
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from ..config import SingrConfig, dump_config
+from ..config.schema import SELECT_METRICS
 from ..device import resolve_device
 from ..io import write_json, write_text
 from ..losses import build_loss, is_regression_loss
@@ -74,21 +77,28 @@ def seed_everything(seed: int) -> None:
     set_determinism(seed=seed)
 
 
-def validate(model: torch.nn.Module, cfg: SingrConfig, cache_dir: Path, case_ids: Sequence[str],
-             device: torch.device, progress: bool = False) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Segment ``case_ids`` (preprocessed) with the inference path; (mean metrics, per-case rows)."""
+def validate(model: Any, cfg: SingrConfig, cache_dir: Path, case_ids: Sequence[str],
+             device: torch.device, progress: bool = False, *, lesion: bool = False
+             ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Segment ``case_ids`` (preprocessed) with the inference path; (mean metrics, per-case rows).
+
+    ``model`` is a network in memory (segmented with the config's ``infer`` settings) or a
+    :class:`~singr.engine.infer.Predictor` (an ensemble, as it is). ``lesion`` adds the BraTS 2023
+    lesion-wise columns (``LesionDice_*``, ``LesionHD95_*``; :func:`singr.metrics.case_metrics`)."""
     from tqdm.auto import tqdm
 
     from ..preprocess import load_prepared
     from .infer import InferenceSettings, Predictor
 
-    pred = Predictor.from_model(model, InferenceSettings.from_config(cfg), device=device)
+    pred = model if isinstance(model, Predictor) else \
+        Predictor.from_model(model, InferenceSettings.from_config(cfg), device=device)
     rows = []
     for cid in tqdm(case_ids, desc="validate", unit="case", leave=False, disable=not progress):
         prep = load_prepared(cache_dir, cid)
         p = pred.predict_prepared(prep.image, prep.label_convention)
         assert prep.regions is not None, cid
-        rows.append({"case": cid, **case_metrics(p.regions, prep.regions, prep.spacing, prep.region_names)})
+        rows.append({"case": cid, **case_metrics(p.regions, prep.regions, prep.spacing, prep.region_names,
+                                                 lesion=lesion)})
     summ = summarize(rows)
     return {k: float(v["mean"]) for k, v in summ.items()}, rows
 
@@ -116,6 +126,7 @@ class TrainResult:
     split_file: str
     epochs_run: int
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    select_metric: str = "val_Dice_mean"   # what best_metric measures (train.select_metric)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +156,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.barrier = barrier
         self.trust_checkpoint = trust_checkpoint
-        self.best, self.best_epoch, self.start_epoch = -1.0, -1, 0
+        self.select = str(cfg.train.select_metric)
+        self.select_max = SELECT_METRICS[self.select] == "max"
+        self.best, self.best_epoch, self.start_epoch = self._no_best(), -1, 0
         self.meta: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ stages
@@ -212,8 +225,23 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.start_epoch, self.best = int(ckpt.epoch) + 1, float(ckpt.best_metric)
         self.best_epoch = int(ckpt.metrics.get("best_epoch", -1))
+        was = str(ckpt.metrics.get("select_metric", "val_Dice_mean"))
+        if was != self.select:  # the best so far was judged by another metric: the next validation decides
+            self.best, self.best_epoch = self._no_best(), -1
         if self.progress and self.is_main:
-            print(f"[singr] resuming from {src} at epoch {self.start_epoch}")
+            print(f"[singr] resuming from {src} at epoch {self.start_epoch}"
+                  + (f" (best checkpoint chosen by {self.select} from now on, was {was})" if was != self.select
+                     else ""))
+
+    def _no_best(self) -> float:
+        """``best`` before any validation: -1 for a score to maximise (below any Dice), inf to minimise."""
+        return -1.0 if self.select_max else float("inf")
+
+    def improves(self, value: float | None) -> bool:
+        """Whether ``value`` of ``train.select_metric`` beats the best so far (NaN or None never does)."""
+        if value is None or value != value:
+            return False
+        return float(value) > self.best if self.select_max else float(value) < self.best
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch of optimisation (0-based ``epoch``); the mean training loss."""
@@ -239,13 +267,14 @@ class Trainer:
     def validate_epoch(self, epoch: int) -> dict[str, float]:
         """Rank 0: mean validation metrics of the current network (``val_*`` keys)."""
         means, _ = validate(self.model, self.cfg, self.paths.cache_dir, self.val_ids, self.device,
-                            progress=self.progress)
+                            progress=self.progress, lesion=self.select.startswith("val_Lesion"))
         return {f"val_{k}": v for k, v in means.items()}
 
     def checkpoint(self, epoch: int, row: dict[str, Any], improved: bool) -> dict[str, Path]:
-        """Rank 0: write ``last`` (and ``best`` when the validation Dice improved)."""
+        """Rank 0: write ``last`` (and ``best`` when ``train.select_metric`` improved)."""
         state = Checkpoint(model_state=self.model.state_dict(), meta=self.meta, config=self.cfg.to_dict(core_only=True),
-                           epoch=epoch, best_metric=self.best, metrics={**row, "best_epoch": self.best_epoch},
+                           epoch=epoch, best_metric=self.best,
+                           metrics={**row, "best_epoch": self.best_epoch, "select_metric": self.select},
                            optimizer_state=self.optimizer.state_dict(), rng_state=torch.get_rng_state())
         files = {}
         if improved:
@@ -274,9 +303,9 @@ class Trainer:
                 if do_val and self.val_ids:
                     metrics = self.validate_epoch(epoch)
                     row.update(metrics)
-                    if metrics.get("val_Dice_mean", -1.0) > self.best:
-                        self.best, self.best_epoch, improved = metrics["val_Dice_mean"], epoch + 1, True
-                    row["best_val_Dice_mean"] = self.best
+                    if self.improves(metrics.get(self.select)):
+                        self.best, self.best_epoch, improved = float(metrics[self.select]), epoch + 1, True
+                    row[f"best_{self.select}"] = self.best
                     for cb in self.callbacks:
                         cb.on_validation(self, epoch + 1, metrics)
                 row["epoch_seconds"] = round(time.time() - t0, 3)
@@ -284,14 +313,14 @@ class Trainer:
                 self._log(row)
                 for cb in self.callbacks:
                     cb.on_checkpoint(self, epoch + 1, files)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", best_dice=f"{self.best:.3f}")
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", **{f"best_{self.select[4:]}": f"{self.best:.3f}"})
             last = row
             for cb in self.callbacks:
                 cb.on_epoch_end(self, epoch + 1, dict(row))
         result = TrainResult(best_metric=self.best, best_epoch=self.best_epoch,
                              best_checkpoint=str(self.ckpt_dir / BEST), last_checkpoint=str(self.ckpt_dir / LAST),
                              output_dir=str(self.paths.output_dir), split_file=str(self.paths.split_file),
-                             epochs_run=epochs - self.start_epoch, last_metrics=last)
+                             epochs_run=epochs - self.start_epoch, last_metrics=last, select_metric=self.select)
         if self.is_main:
             write_json(self.paths.output_dir / "train_result.json", result.as_dict())
         return result

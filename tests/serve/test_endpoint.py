@@ -268,6 +268,48 @@ def test_replica_is_ready_when_constructed_and_reports_a_failed_load(trained):
         bad.check_health()
 
 
+def test_postprocess_query_switches_a_bundles_rules_off(server, tmp_path):
+    """A model folder whose rules remove every tumour component: applied by default (the model's
+    infer.postprocess), skipped with ?postprocess=false, which gives the bare checkpoint's labels."""
+    from ray import serve
+
+    from serve.app import make_app
+    from singr.engine.bundle import write_bundle
+
+    trained = server["trained"]
+    wipe = {"min_component_voxels": {"WT": 10**9}, "et_min_voxels": 0}
+    bundle = write_bundle(tmp_path / "wipe", [trained["checkpoint"]], postprocess=wipe)
+    base = server["base"] + "/rules"
+    serve.run(make_app({"model": str(bundle), "roi_size": [256, 256, 160], "num_threads": 1},
+                       {"ray_actor_options": {"num_cpus": 0.5}}), name="rules", route_prefix="/rules")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and httpx.get(base + "/v1/health", timeout=30).status_code != 200:
+            time.sleep(0.3)
+        assert httpx.get(base + "/v1/model", timeout=30).json()["postprocess"]["min_component_voxels"] == {"WT": 10**9}
+        small = trained["small"]
+        ref = nib.Nifti1Image.from_bytes(gzip.decompress(small["flair"]))
+        plain = _post(server["base"], _as_files(small), params={"output": "json"}).json()  # checkpoint: no rules
+        assert plain["postprocess"] is False and plain["volumes_ml"]["WT"] > 0  # something for the rules to remove
+        ruled = _post(base, _as_files(small), params={"output": "json"})
+        assert ruled.status_code == 200, ruled.text
+        assert ruled.json()["postprocess"] is True and ruled.headers["x-postprocess"] == "true"
+        assert ruled.json()["volumes_ml"] == {"TC": 0.0, "WT": 0.0, "ET": 0.0}
+        raw = _post(base, _as_files(small), params={"output": "json", "postprocess": "false"})
+        assert raw.json()["postprocess"] is False and raw.headers["x-postprocess"] == "false"
+        assert raw.json()["volumes_ml"] == plain["volumes_ml"]
+        # the label maps: all background with the rules, the checkpoint's without
+        r = _post(base, _as_files(small))
+        assert not _check_label_map(r, ref.shape, ref.affine, "brats2020").any()
+        r = _post(base, _as_files(small), params={"postprocess": "false", "tta": "false"})
+        np.testing.assert_array_equal(_check_label_map(r, ref.shape, ref.affine, "brats2020"),
+                                      _load_nii(_post(server["base"], _as_files(small)).content).dataobj)
+        bad = _post(base, _as_files(small), params={"postprocess": "maybe"})
+        assert bad.status_code == 422 and "postprocess" in bad.json()["detail"]
+    finally:
+        serve.delete("rules")
+
+
 # --------------------------------------------------------------------------- bad requests
 
 def _bad_cases(small: dict[str, bytes]) -> list[tuple[str, dict, int, str]]:

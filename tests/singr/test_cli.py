@@ -88,6 +88,51 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
 
 
 def test_every_subcommand_has_help():
-    for sub in ["synth", "preprocess", "train", "evaluate", "predict"]:
+    for sub in ["synth", "preprocess", "train", "evaluate", "postprocess", "predict"]:
         r = subprocess.run([sys.executable, "-m", "singr", sub, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: singr " + sub in r.stdout
+
+
+def test_postprocess_fits_rules_on_a_folds_validation_cases_and_evaluate_applies_them(tmp_path, capsys):
+    folds = ["data.folds=2"]
+    assert run(["synth", "-c", "smoke.yaml", "-q"], tmp_path) == 0
+    assert run(["train", "-c", "smoke.yaml", "-q", "--fold", "0", "train.epochs=1", *folds], tmp_path) == 0
+    capsys.readouterr()
+    bundle = tmp_path / "bundle"
+    assert run(["postprocess", "-c", "smoke.yaml", "--fold", "0", "--out", str(bundle), "-q", *folds], tmp_path) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((bundle / "singr-model.json").read_text())
+    split = json.loads((tmp_path / "runs" / "smoke" / "split.json").read_text())
+    fit = rec["info"]["postprocess_fit"]
+    assert rec["members"] == ["best.safetensors"] and (bundle / "best.safetensors").is_file()
+    assert set(rec["postprocess"]) == {"min_component_voxels", "et_min_voxels"}
+    assert fit["split"] == "val" and fit["fold"] == 0 and fit["n_cases"] == len(split["folds"]["2"][0])
+    for name in ("TC", "WT", "ET", "mean"):  # Dice before -> after, as printed, per region
+        assert f"{name}: {fit['dice_before'][name]:.4f} -> {fit['dice_after'][name]:.4f}" in out
+    assert "rules kept: " in out and fit["dice_after"]["mean"] >= fit["dice_before"]["mean"]
+
+    # evaluate applies the bundle's rules (infer.postprocess: true) and writes lesion-wise columns
+    assert run(["evaluate", "--model", str(bundle), "-c", "smoke.yaml", "-q", "--out", "ev", "--overlays", "0"],
+               tmp_path) == 0
+    assert "lesion-wise Dice" in capsys.readouterr().out
+    summ = json.loads((tmp_path / "ev" / "summary_test.json").read_text())
+    assert summ["postprocess"] == rec["postprocess"]
+    header = (tmp_path / "ev" / "metrics_test.csv").read_text().splitlines()[0].split(",")
+    assert {"LesionDice_TC", "LesionHD95_ET", "LesionDice_mean", "LesionHD95_mean"} <= set(header)
+    # ... unless told not to, on the command line or in the config
+    for flags in (["--no-postprocess"], ["infer.postprocess=false"]):
+        assert run(["evaluate", "--model", str(bundle), "-c", "smoke.yaml", "-q", "--out", "raw", "--overlays", "0",
+                    "--no-lesion", *flags], tmp_path) == 0
+        assert json.loads((tmp_path / "raw" / "summary_test.json").read_text())["postprocess"] is None
+        header = (tmp_path / "raw" / "metrics_test.csv").read_text().splitlines()[0].split(",")
+        assert "Dice_WT" in header and not any(h.startswith("Lesion") for h in header)
+
+    # without --out the rules of a model folder are replaced in place; a checkpoint file needs --out
+    (bundle / "singr-model.json").write_text(json.dumps({**rec, "postprocess": None}))
+    assert run(["postprocess", "--model", str(bundle), "-c", "smoke.yaml", "--fold", "0", "-q", *folds],
+               tmp_path) == 0
+    assert json.loads((bundle / "singr-model.json").read_text()) == rec
+    ckpt = tmp_path / "runs" / "smoke" / "fold_0" / "checkpoints" / "best.safetensors"
+    capsys.readouterr()
+    assert run(["postprocess", "--model", str(ckpt), "-c", "smoke.yaml", "-q"], tmp_path) == 2
+    assert "give --out FOLDER" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tune.stats import bootstrap_ci, describe_difference, mean_se, paired, wilcoxon_p
+from tune.stats import bootstrap_ci, bootstrap_ci_2way, describe_difference, mean_se, paired, wilcoxon_p
 
 
 def test_mean_se_hand_values_and_nan_handling():
@@ -123,3 +123,46 @@ def test_describe_no_difference_and_degenerate_wording():
     assert describe_difference([0.1, 0.2, 0.3], alpha=0.1)["verdict"].count("90% CI") == 1
     with pytest.raises(ValueError, match="alpha"):
         describe_difference([1.0, 2.0], alpha=2.0)
+
+
+def test_bootstrap_2way_hand_values():
+    # one row: exactly the one-way bootstrap (same seed, same draws)
+    x = [0.2, -0.1, 0.4, 0.3, 0.0]
+    assert bootstrap_ci_2way([x], seed=5) == bootstrap_ci(x, seed=5)
+    # rows that agree: only the case draws matter. (0, 0, 0, 0.04): a resample's mean is 0.01 x the
+    # number of draws of the 4th case ~ Bin(4, 1/4); P(<= 2) = 0.949 < 0.975 <= P(<= 3) = 0.996,
+    # P(0) = 0.316 > 0.025: the interval is (0, 0.03), inside the data range (0, 0.04)
+    lo, hi = bootstrap_ci_2way([[0.0, 0.0, 0.0, 0.04]] * 3)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.03)
+    # columns that agree: only the seed draws matter. Rows (0, 0) and (1, 1): the mean is the share of
+    # draws of row 2 ~ Bin(2, 1/2) / 2: 0 w.p. 1/4, 0.5 w.p. 1/2, 1 w.p. 1/4 -> (0, 1)
+    assert bootstrap_ci_2way([[0.0, 0.0], [1.0, 1.0]]) == (0.0, 1.0)
+    assert bootstrap_ci_2way([[0.3, 0.3], [0.3, 0.3]]) == (0.3, 0.3)
+    # a case missing for one seed is dropped for all seeds
+    assert bootstrap_ci_2way([[0.0, 0.0, 0.0, 0.04, float("nan")], [0.0, 0.0, 0.0, 0.04, 9.0]]) == \
+        bootstrap_ci_2way([[0.0, 0.0, 0.0, 0.04], [0.0, 0.0, 0.0, 0.04]])
+    assert all(math.isnan(v) for v in bootstrap_ci_2way([[float("nan")]]))
+
+
+def test_bootstrap_2way_carries_the_seed_spread():
+    """Seeds that disagree widen the interval beyond the one over seed-averaged cases."""
+    rng = np.random.default_rng(2)
+    cases = 0.02 + 0.01 * rng.standard_normal(30)
+    seed_shift = np.array([-0.06, 0.0, 0.02, 0.06, -0.02])[:, None]
+    d = cases[None, :] + seed_shift
+    lo1, hi1 = bootstrap_ci(d.mean(axis=0))
+    lo2, hi2 = bootstrap_ci_2way(d)
+    assert lo2 < lo1 < d.mean() < hi1 < hi2 and lo2 < 0 < lo1
+    assert bootstrap_ci_2way(d, seed=1) == bootstrap_ci_2way(d, seed=1) != (lo2, hi2)
+    with pytest.raises(ValueError, match="two-dimensional"):
+        bootstrap_ci_2way([1.0, 2.0])
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_ci_2way([[1.0, 2.0]], n_boot=0)
+
+
+def test_describe_uses_a_given_interval():
+    d = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+    out = describe_difference(d, names=("SiNGR", "hard"), ci=(-0.01, 0.08))
+    assert (out["ci_lo"], out["ci_hi"]) == (-0.01, 0.08) and out["p"] == pytest.approx(2 / 64)
+    assert out["verdict"] == "inconclusive: SiNGR ahead by 0.035 (95% CI -0.010 to 0.080, p = 0.03), but the CI " \
+        "includes 0"
