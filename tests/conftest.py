@@ -53,3 +53,25 @@ def _restore_mlflow_uris():
 
         registry_utils._registry_uri = None
         tracking_utils._tracking_uri = None
+
+
+_FIGURE_PREFIXES = ("[hardening]", "[cluster]", "[readme]")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the figures slow tests print (lines starting with ``[hardening]``, ``[cluster]``,
+    ``[readme]``) so the run's summary shows them even without ``-s``."""
+    if report.when == "call" and report.passed:
+        lines = [ln for ln in report.capstdout.splitlines() if ln.startswith(_FIGURE_PREFIXES)]
+        if lines:
+            _FIGURES.extend(lines)
+
+
+_FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for ln in _FIGURES:
+            terminalreporter.write_line(ln)

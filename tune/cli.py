@@ -34,13 +34,15 @@ def preflight(config: str, overrides: Sequence[str], resume: bool
     if sweep_only:  # config file < tune.train_overrides < command line
         cfg = load_service_config(config, [*sweep_only, *overrides])
     plan = make_plan(cfg)
-    splits = data_splits(plan)  # raises naming the data folder: no cases, no train or val cases
-    check_address(os.environ.get("RAY_ADDRESS", ""))
-    check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
-    if not resume and (plan.sweep_dir / "tuner.pkl").exists():
-        raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",
-                              path=plan.sweep_dir)
-    return plan, splits
+    def checks() -> None:
+        check_address(os.environ.get("RAY_ADDRESS", ""))
+        check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
+        if not resume and (plan.sweep_dir / "tuner.pkl").exists():
+            raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",
+                                  path=plan.sweep_dir)
+
+    # raises naming the data folder (no cases, no train or val cases); the checks run before a split is written
+    return plan, data_splits(plan, checks)
 
 
 def run(config: str, overrides: Sequence[str] = (), resume: bool = True, progress: bool = True,

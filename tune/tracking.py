@@ -258,4 +258,28 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
     exp = client.get_run(parent_id).info.experiment_id
     for r in client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         client.set_terminated(r.info.run_id, status="KILLED")
+    if status == "FINISHED" and summary and summary.get("trials"):
+        drop_lost_trials(client, exp, parent_id, {str(t.get("trial_id")) for t in summary["trials"]})
     client.set_terminated(parent_id, status=status)
+
+
+def drop_lost_trials(client: Any, experiment_id: str, parent_id: str, trial_ids: set[str]) -> list[str]:
+    """Move to MLflow's deleted runs (recoverable) the unfinished trial child runs of ``parent_id``
+    whose trial is not among the sweep's ``trial_ids``: a trial that had just started when the driver
+    was killed, before Ray Tune saved its experiment state, is not restored by the resumed sweep
+    (its searcher proposes another), so its child run stands for no trial of the results.
+    Returns their trial ids (printed)."""
+    lost = [r for r in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and "
+                                          "tags.`singr.role` = 'trial'", max_results=10000)
+            if r.data.tags.get("trial_id") not in trial_ids and r.info.status in ("RUNNING", "KILLED")
+            and "refit_fold" not in r.data.tags]  # a refit's fold runs are not search trials
+    for r in lost:
+        if r.info.status == "RUNNING":
+            client.set_terminated(r.info.run_id, status="KILLED")
+        client.set_tag(r.info.run_id, "singr.lost", "started before the driver was killed; not restored by Ray Tune")
+        client.delete_run(r.info.run_id)
+    ids = sorted(str(r.data.tags.get("trial_id")) for r in lost)
+    if ids:
+        print(f"[tune] MLflow: {len(ids)} child run(s) of trials that started just before an earlier driver was "
+              f"killed and that Ray Tune did not restore ({', '.join(ids)}) moved to the deleted runs", flush=True)
+    return ids

@@ -344,6 +344,15 @@ def test_missing_modality(tmp_path, write_nii):
         load_case(_only(tmp_path))
 
 
+def test_missing_modality_is_named_as_the_2023_case_names_it(tmp_path, write_nii):
+    f = make_brats2023(tmp_path, write_nii)
+    (f / f"{f.name}-t1c.nii.gz").unlink()
+    with pytest.raises(SingrInputError) as e:
+        load_case(discover_cases(tmp_path)[0])
+    msg = str(e.value)
+    assert "t1c" in msg and f"{f.name}-t1c.nii.gz" in msg and "t1ce" not in msg, msg
+
+
 def test_shape_mismatch(tmp_path, write_nii):
     f = _case_dir(tmp_path, write_nii)
     write_nii(f / f"{f.name}_t2.nii.gz", np.zeros((8, 9, 11), np.float32))
