@@ -55,12 +55,12 @@ def _restore_mlflow_uris():
         tracking_utils._tracking_uri = None
 
 
-_FIGURE_PREFIXES = ("[hardening]", "[cluster]", "[readme]")
+_FIGURE_PREFIXES = ("[hardening]", "[cluster]", "[readme]", "[viewer]")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Keep the figures slow tests print (lines starting with ``[hardening]``, ``[cluster]``,
-    ``[readme]``) so the run's summary shows them even without ``-s``."""
+    ``[readme]``, ``[viewer]``) so the run's summary shows them even without ``-s``."""
     if report.when == "call" and report.passed:
         lines = [ln for ln in report.capstdout.splitlines() if ln.startswith(_FIGURE_PREFIXES)]
         if lines:

@@ -195,7 +195,7 @@ def _limitations(data: Mapping[str, Any], val: Mapping[str, Any], test: Mapping[
                  model: Mapping[str, Any]) -> list[str]:
     n = data.get("split") or {}
     mods = ", ".join(model.get("modalities") or []) or "as in training"
-    out = [f"Trained on {n.get('train', '?')} and validated on {n.get('val', '?')} cases of one data set "
+    out = [f"Trained on {_cases(n.get('train', '?'))} and validated on {_cases(n.get('val', '?'))} of one data set "
            f"({data.get('root')}, layout {data.get('layout')}); other scanners, protocols, populations and "
            "tumour types are untested.",
            "The validation split picked both the hyperparameters and the checkpoint: its metrics are optimistic; "
@@ -303,6 +303,11 @@ def sweep_card(plan: Any, best: Mapping[str, Any], model_dir: Path, split: Mappi
 
 
 # --------------------------------------------------------------------------- Markdown
+def _cases(n: Any) -> str:
+    """``"1 case"``, ``"5 cases"``."""
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
 def _num(v: Any, digits: int = 4) -> str:
     if isinstance(v, bool) or v is None:
         return "n/a" if v is None else str(v)
@@ -339,9 +344,11 @@ def _metric_table(card: Mapping[str, Any]) -> list[str]:
             cells.append(_num(v) + (f" ± {_num(se, 2)}" if isinstance(se, float) and se > 0 else ""))
         lines.append(f"| {'**mean**' if r == 'mean' else r} | " + " | ".join(cells) + " |")
     n_val = (card.get("validation") or {}).get("n_cases")
-    note = f"Validation: {n_val} cases, best epoch {(card.get('validation') or {}).get('epoch')}"
+    note = f"Validation: {_cases(n_val)}, best epoch {(card.get('validation') or {}).get('epoch')}"
     if treg:
-        note += f"; test: {test.get('n_cases')} cases (mean ± standard error), evaluated at registration"
+        n_test = test.get("n_cases")
+        note += (f"; test: {_cases(n_test)} ({'no standard error' if n_test == 1 else 'mean ± standard error'}), "
+                 "evaluated at registration")
     elif test.get("error"):
         note += f"; test: not evaluated ({test['error']})"
     elif test.get("skipped"):

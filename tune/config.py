@@ -141,21 +141,10 @@ class VariantSpec(BaseModel):
         return v
 
 
-class AxisLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AxisLevel(VariantSpec):
+    """A level of ``experiment.axis``: a variant's name, label and overrides, and its position."""
 
-    name: str
     value: float = Field(description="the level's position on the axis (x of the report's line plot)")
-    label: Optional[str] = None
-    set: list[str] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, v: str) -> str:
-        if not SLUG.match(v):
-            raise ValueError("expected a short name of letters, digits, '_', '.' or '-' (it names folders and "
-                             "MLflow params)")
-        return v
 
 
 class AxisSection(BaseModel):

@@ -55,6 +55,7 @@ from .registry import resolve_tracking_uri, sqlite_path
 from .stats import bootstrap_ci, bootstrap_ci_2way, describe_difference, mean_se
 
 METRICS = ("Dice", "HD95")
+LESION_METRICS = ("LesionDice", "LesionHD95")
 REGION_ORDER = ("TC", "WT", "ET", "FG")
 
 
@@ -139,14 +140,41 @@ def regions_of(runs: Sequence[GridRun], split: str) -> list[str]:
 
 
 def aggregate(runs: Sequence[GridRun], variants: Sequence[Variant], split: str,
-              regions: Sequence[str]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """{variant: {"Dice_TC": (mean, se, n), ..., "HD95_mean": ...}} over the seeds' runs."""
+              regions: Sequence[str], metrics: Sequence[str] = METRICS
+              ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """{variant: {"Dice_TC": (mean, se, n), ..., "HD95_mean": ...}} over the seeds' runs
+    (``metrics``: e.g. :data:`LESION_METRICS` for the lesion-wise ones; a run without one is not counted)."""
     out: dict[str, dict[str, tuple[float, float, int]]] = {}
     for v in variants:
         mine = [r for r in runs if r.variant == v.name and f"{split}_Dice_mean" in r.metrics]
         out[v.name] = {f"{m}_{reg}": mean_se([r.metrics.get(f"{split}_{m}_{reg}", float("nan")) for r in mine])
-                       for m in METRICS for reg in [*regions, "mean"]}
+                       for m in metrics for reg in [*regions, "mean"]}
     return out
+
+
+def lesion_section(runs: Sequence[GridRun], variants: Sequence[Variant], split: str, regions: Sequence[str],
+                   highlight: str | None) -> tuple[list[str], dict[str, Any]]:
+    """The report's lesion-wise section (BraTS 2023 ``LesionDice_<region>``, ``LesionHD95_<region>``
+    that ``singr evaluate`` logs) and its numbers; nothing when no run has them."""
+    if not any(f"{split}_LesionDice_mean" in r.metrics for r in runs):
+        return [], {}
+    agg = aggregate(runs, variants, split, regions, LESION_METRICS)
+    cols = [f"lesion-wise Dice {r}" for r in regions] + ["lesion-wise Dice mean"] + \
+        [f"lesion-wise HD95 {r} (mm)" for r in regions] + ["lesion-wise HD95 mean (mm)"]
+    lines = ["| variant | seeds | " + " | ".join(cols) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for v in variants:
+        a = agg[v.name]
+        cells = [_cell(a[f"LesionDice_{r}"], 3) for r in [*regions, "mean"]] + \
+                [_cell(a[f"LesionHD95_{r}"], 2) for r in [*regions, "mean"]]
+        row = [v.label, str(a["LesionDice_mean"][2]), *cells]
+        if highlight is not None and v.role == "highlight":
+            row = [f"**{c}**" for c in row]
+        lines.append("| " + " | ".join(row) + " |")
+    md = ["", "## Lesion-wise (BraTS 2023)", "",
+          "Per ground-truth lesion (26-connected after 3 dilations, over 50 voxels), a missed or false-positive "
+          "lesion scores Dice 0 and HD95 374 mm; mean ± standard error over seeds.", "", *lines]
+    return md, {v: {k: list(x) for k, x in a.items()} for v, a in agg.items()}
 
 
 def paired_difference(runs: Sequence[GridRun], a: str, b: str, key: str) -> tuple[float, float, int]:
@@ -714,6 +742,8 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
         except (SingrInputError, OSError, KeyError) as err:
             md += ["", "## Cases", "", f"No overlay figure: {err}"]
             print(f"[report] no overlays: {err}", flush=True)
+    lesion_md, lesion = lesion_section(done, variants, split, regions, high)
+    md += lesion_md
     notes = str(e.notes or "").strip()
     if notes:
         md += ["", "## Notes", "", notes]
@@ -725,7 +755,8 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
                "variants": {v.name: {"label": v.label, "groups": list(v.groups),
                                      **({"stem": v.stem, "level": v.level, "x": v.x} if v.level else {}),
                                      **{k: list(s) for k, s in agg[v.name].items()}} for v in variants},
-               "headline": headline, "figures": [p.name for p in figures], **axis_summary}
+               "headline": headline, "figures": [p.name for p in figures], **axis_summary,
+               **({"lesion_wise": lesion} if lesion else {})}
     write_json(out / "summary.json", _finite(summary))
     if log_to_mlflow:
         for p in [md_path, out / "summary.json", *figures]:

@@ -259,7 +259,11 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
     for r in client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         client.set_terminated(r.info.run_id, status="KILLED")
     if status == "FINISHED" and summary and summary.get("trials"):
-        drop_lost_trials(client, exp, parent_id, {str(t.get("trial_id")) for t in summary["trials"]})
+        try:
+            drop_lost_trials(client, exp, parent_id, {str(t.get("trial_id")) for t in summary["trials"]})
+        except Exception as e:  # noqa: BLE001 - tidying must not keep the parent run open
+            print(f"[tune] MLflow: could not tidy the child runs of lost trials ({type(e).__name__}: {e})",
+                  flush=True)
     client.set_terminated(parent_id, status=status)
 
 

@@ -238,7 +238,8 @@ def test_sweep_registers_the_card(registered):
     # the description is the card in Markdown
     d = mv.description
     assert d.startswith(f"# {reg['name']} version {reg['version']}: SiNGR") and len(d) <= MAX_DESCRIPTION
-    assert "Not for clinical decisions" in d and f"test: {len(split['test'])} cases" in d
+    n_test = len(split["test"])
+    assert "Not for clinical decisions" in d and f"test: {n_test} case{'s' if n_test != 1 else ''} (" in d
     assert f"train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])}" in d
     assert "best.onnx" in d and "## Limitations" in d
     assert reg["seconds"]["total"] > 0 and "card" in reg["seconds"]

@@ -49,6 +49,12 @@ def _fabricate(tmp_path: Path) -> str:
             client.log_metric(r.info.run_id, f"test_Dice_{reg}", d)
             client.log_metric(r.info.run_id, f"test_HD95_{reg}", 10 * (1 - d) + seed)
         client.log_metric(r.info.run_id, "test_Dice_mean", sum(dice) / 3)
+        if variant in ("hard", "singr"):  # lesion-wise metrics (singr evaluate): Dice - 0.1, HD95 = 2 x voxel-wise
+            for reg, d in zip(REGIONS, dice):
+                client.log_metric(r.info.run_id, f"test_LesionDice_{reg}", d - 0.1)
+                client.log_metric(r.info.run_id, f"test_LesionHD95_{reg}", 2 * (10 * (1 - d) + seed))
+            client.log_metric(r.info.run_id, "test_LesionDice_mean", sum(dice) / 3 - 0.1)
+            client.log_metric(r.info.run_id, "test_LesionHD95_mean", 2 * sum(10 * (1 - d) + seed for d in dice) / 3)
         client.log_metric(r.info.run_id, "test_HD95_mean", sum(10 * (1 - d) + seed for d in dice) / 3)
         client.set_terminated(r.info.run_id)
     # an older run of (hard, 0) from before a restore: the newer one counts, not this one
@@ -102,6 +108,13 @@ def test_report_tables_and_figures(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in md
     assert not (out / "overlays.png").exists()  # overlay_cases = 0
+    # lesion-wise section: hard LesionDice_TC = 0.4, 0.5, 0.6 -> 0.500 ± 0.058; segresnet runs have none (n = 0)
+    lw = s["lesion_wise"]
+    assert lw["hard"]["LesionDice_TC"][0] == pytest.approx(0.5) and lw["hard"]["LesionDice_TC"][2] == 3
+    assert lw["singr"]["LesionHD95_WT"][0] == pytest.approx(2 * (10 * (1 - 0.82) + 1))
+    assert lw["segresnet-hard"]["LesionDice_mean"][2] == 0
+    assert "## Lesion-wise (BraTS 2023)" in md
+    assert "| Hard | 3 | 0.500 ± 0.058 | 0.700 ± 0.058 | 0.300 ± 0.058 | 0.500 ± 0.058 | 10.00 ± 0.00 |" in md
     from mlflow.tracking import MlflowClient
 
     logged = {f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(res["parent_run_id"], "report")}

@@ -50,3 +50,29 @@ def test_load_or_create(tmp_path):
     path.write_text("{not json")
     with pytest.raises(SingrInputError, match="cannot read split file"):
         load_or_create_split(path, _ids(20), (0.64, 0.16, 0.20), 1)
+
+
+def test_folds_partition_train_and_val_deterministically(tmp_path):
+    from singr.data.splits import fold_split, make_folds
+
+    ids = [f"c{i:02d}" for i in range(23)]
+    folds = make_folds(ids, 5, seed=3)
+    assert [len(f) for f in folds] == [5, 5, 5, 4, 4]
+    assert sorted(c for f in folds for c in f) == sorted(ids)  # a partition: every case in exactly one fold
+    assert make_folds(list(reversed(ids)), 5, seed=3) == folds  # order-free
+    assert make_folds(ids, 5, seed=4) != folds
+    with pytest.raises(SingrInputError, match="cannot make 24 folds of 23"):
+        make_folds(ids, 24)
+    # saved with the split, test cases never in a fold; fold k validates on fold k and trains on the rest
+    path = tmp_path / "split.json"
+    split = load_or_create_split(path, ids, folds=3)
+    assert json.loads(path.read_text())["folds"]["3"] == split["folds"]  # saved per K
+    assert sorted(c for f in split["folds"] for c in f) == sorted(split["train"] + split["val"])
+    assert not set(split["test"]) & {c for f in split["folds"] for c in f}
+    for k in range(3):
+        fk = fold_split(split, k)
+        assert fk["val"] == split["folds"][k] and not set(fk["train"]) & set(fk["val"])
+        assert fk["test"] == split["test"] and sorted(fk["train"] + fk["val"]) == sorted(split["train"] + split["val"])
+    assert load_or_create_split(path, ids, folds=3)["folds"] == split["folds"]  # read back, not redone
+    with pytest.raises(SingrInputError, match="fold 3 does not exist"):
+        fold_split(split, 3)
