@@ -8,7 +8,7 @@ What it does, all in this process, on the CPU:
 
 1. ``singr synth``: ``--n-cases`` synthetic BraTS-like cases (configs/synthetic.yaml, 64x64x48) in
    ``<work>/data``; the split (seed 0, 64/16/20) holds the test cases out, and ``data.folds=K``
-   cuts train + val into K folds. K = 3 (not nnU-Net's 5) keeps the run within about 40 minutes
+   cuts train + val into K folds. K = 3 (not nnU-Net's 5) keeps the run to about 10 minutes
    on 2 shared cores.
 2. Trains the K fold models (:func:`singr.engine.trainer.fit` on ``singr train --fold k``'s
    config) with a short schedule (``--epochs`` x ``--iters`` batches of 2 patches of ``--patch``^3;
@@ -166,7 +166,7 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
          "",
          f"- data: {res['n_cases']} synthetic cases of {res['shape']} voxels (configs/synthetic.yaml, "
          f"`singr synth`); split seed 0: {res['split']['trainval']} train + validation cases in "
-         f"**{res['folds']} folds** (nnU-Net uses 5; 3 keep the run within about 40 minutes on 2 cores), "
+         f"**{res['folds']} folds** (nnU-Net uses 5; 3 keep the run to about 10 minutes on 2 cores), "
          f"**{res['split']['test']} test cases** held out",
          f"- training per fold: unet3d {res['model_features']}, SiNGR (Focal-L1, lambda/delta/gamma "
          f"{res['sing']}), {res['epochs']} epochs x {res['iters']} batches of 2 patches of {res['patch']}^3 "
