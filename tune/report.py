@@ -159,18 +159,8 @@ def lesion_section(runs: Sequence[GridRun], variants: Sequence[Variant], split: 
     if not any(f"{split}_LesionDice_mean" in r.metrics for r in runs):
         return [], {}
     agg = aggregate(runs, variants, split, regions, LESION_METRICS)
-    cols = [f"lesion-wise Dice {r}" for r in regions] + ["lesion-wise Dice mean"] + \
-        [f"lesion-wise HD95 {r} (mm)" for r in regions] + ["lesion-wise HD95 mean (mm)"]
-    lines = ["| variant | seeds | " + " | ".join(cols) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
-    for v in variants:
-        a = agg[v.name]
-        cells = [_cell(a[f"LesionDice_{r}"], 3) for r in [*regions, "mean"]] + \
-                [_cell(a[f"LesionHD95_{r}"], 2) for r in [*regions, "mean"]]
-        row = [v.label, str(a["LesionDice_mean"][2]), *cells]
-        if highlight is not None and v.role == "highlight":
-            row = [f"**{c}**" for c in row]
-        lines.append("| " + " | ".join(row) + " |")
+    lines = [table_markdown(variants, agg, regions, highlight, LESION_METRICS,
+                            ("lesion-wise Dice", "lesion-wise HD95"))]
     md = ["", "## Lesion-wise (BraTS 2023)", "",
           "Per ground-truth lesion (26-connected after 3 dilations, over 50 voxels), a missed or false-positive "
           "lesion scores Dice 0 and HD95 374 mm; mean ± standard error over seeds.", "", *lines]
@@ -192,16 +182,21 @@ def _cell(stat: tuple[float, float, int], digits: int) -> str:
 
 
 def table_markdown(variants: Sequence[Variant], agg: dict[str, Any], regions: Sequence[str],
-                   highlight: str | None) -> str:
-    cols = [f"Dice {r}" for r in regions] + ["Dice mean"] + [f"HD95 {r} (mm)" for r in regions] + ["HD95 mean (mm)"]
+                   highlight: str | None, metrics: Sequence[str] = METRICS,
+                   names: Sequence[str] = METRICS) -> str:
+    """One row per variant: seeds, then each of ``metrics`` (a Dice-like one, 3 digits, then an
+    HD95-like one in mm, 2 digits) per region and their mean; the paper's setting in bold."""
+    dice, hd = metrics
+    cols = [f"{names[0]} {r}" for r in regions] + [f"{names[0]} mean"] + \
+        [f"{names[1]} {r} (mm)" for r in regions] + [f"{names[1]} mean (mm)"]
     lines = ["| variant | seeds | " + " | ".join(cols) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
     for v in variants:
         a = agg[v.name]
-        cells = [_cell(a[f"Dice_{r}"], 3) for r in [*regions, "mean"]] + \
-                [_cell(a[f"HD95_{r}"], 2) for r in [*regions, "mean"]]
+        cells = [_cell(a[f"{dice}_{r}"], 3) for r in [*regions, "mean"]] + \
+                [_cell(a[f"{hd}_{r}"], 2) for r in [*regions, "mean"]]
         paper = highlight is not None and v.role == "highlight"
-        row = [v.label + (" (paper)" if paper else ""), str(a["Dice_mean"][2]), *cells]
+        row = [v.label + (" (paper)" if paper else ""), str(a[f"{dice}_mean"][2]), *cells]
         if paper:
             row = [f"**{c}**" for c in row]
         lines.append("| " + " | ".join(row) + " |")
