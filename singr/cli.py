@@ -52,6 +52,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="allow a singr 0.1 checkpoint (.pt, a torch pickle that can run code when loaded)")
 
 
+def _add_model_source(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--model`` (alias ``--checkpoint``): checkpoint file(s), a model folder or a registry URI;
+    ``default`` says what the command uses without it (None: the option is required)."""
+    p.add_argument("--model", "--checkpoint", nargs="+", dest="model", required=default is None,
+                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias>"
+                   + (f" (default: {default})" if default else ""))
+
+
 def _is_registry(source: Sequence[str]) -> bool:
     src = list(source)
     return len(src) == 1 and (src[0].startswith("models:/") or ("@" in src[0] and not Path(src[0]).exists()))
@@ -83,9 +91,7 @@ def _load_model(source: Sequence[str], args: argparse.Namespace, cfg: Any = None
         tta = cfg.infer.tta if tta is None else tta
         post = cfg.infer.postprocess if post is None else post
     chosen = {"tta": tta, "postprocess": post, **settings}
-    post = chosen.pop("postprocess")
-    return load_predictor(src[0] if len(src) == 1 else src, args.device, trust=args.trust_checkpoint,
-                          postprocess=post, **chosen)
+    return load_predictor(src[0] if len(src) == 1 else src, args.device, trust=args.trust_checkpoint, **chosen)
 
 
 def _default_model(cfg: Any, fold: int | None, command: str) -> list[str]:
@@ -437,9 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Segment the cases of a split and write metrics_<split>.csv and "
                        "summary_<split>.json/.md (default folder <output_dir>/eval).")
     _add_config(p, default=None)
-    p.add_argument("--model", "--checkpoint", nargs="+", dest="model",
-                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias> "
-                   "(default: <output_dir>/checkpoints/best.safetensors of --config)")
+    _add_model_source(p, "<output_dir>/checkpoints/best.safetensors of --config")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
     p.add_argument("--fold", type=int, help="with data.folds: the fold whose split (and model) to use")
     p.add_argument("--out", help="output folder")
@@ -460,9 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "mean Dice, and write a model folder (singr-model.json + checkpoints) holding them: --out, "
                        "or in place when --model is a model folder. Prints Dice before -> after per region.")
     _add_config(p, default=None)
-    p.add_argument("--model", "--checkpoint", nargs="+", dest="model",
-                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias> "
-                   "(default: <output_dir>/checkpoints/best.safetensors of --config, of --fold)")
+    _add_model_source(p, "<output_dir>/checkpoints/best.safetensors of --config, of --fold")
     p.add_argument("--split", default="val", choices=["train", "val", "test"], help="cases to fit on (default val)")
     p.add_argument("--fold", type=int, help="with data.folds: the fold whose validation cases (and model) to use")
     p.add_argument("--out", help="model folder to write (default: the --model folder, in place)")
@@ -481,8 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "t2f.nii.gz, t1n.nii.gz ...) or modality files (t2f=... t1n=... or flair=... t1=...; or one "
                        "4-D NIfTI). Writes a label map in the input's geometry, in the input's label convention "
                        "(BraTS 2023 files -> ET = 3) unless --label-convention says otherwise.")
-    p.add_argument("--model", "--checkpoint", nargs="+", dest="model", required=True,
-                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias>")
+    _add_model_source(p)
     p.add_argument("--case", help="case folder")
     p.add_argument("--files", nargs="+", metavar="MODALITY=PATH", help="modality files, or one 4-D NIfTI")
     p.add_argument("--out", required=True, help="output .nii.gz path, or a folder")
@@ -519,8 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "<file>.json: modality order, normalisation, regions, threshold, sliding window, lambda/delta/"
                        "gamma, the checkpoint's sha256. Then compares each export with PyTorch (exit 2 above "
                        "--tolerance).")
-    p.add_argument("--model", "--checkpoint", nargs="+", dest="model", required=True,
-                   help="checkpoint file(s) (several: an ensemble), a model folder, or models:/<name>@<alias>")
+    _add_model_source(p)
     p.add_argument("--format", required=True, help="torchscript | onnx")
     p.add_argument("--out", required=True, help="output file (one member: .onnx, or .torchscript/.pt) or folder "
                    "(one <member>.onnx / <member>.torchscript per member)")
