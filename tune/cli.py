@@ -27,22 +27,20 @@ def preflight(config: str, overrides: Sequence[str], resume: bool
     """Everything checkable without Ray: config, cases and split of every data folder the
     runs read, address, MLflow store, sweep folder."""
     from .config import load_service_config
-    from .plan import data_splits, make_plan
+    from .plan import data_splits, find_cases, make_plan
 
     cfg = load_service_config(config, overrides)
     sweep_only = [str(o) for o in cfg.tune.train_overrides]
     if sweep_only:  # config file < tune.train_overrides < command line
         cfg = load_service_config(config, [*sweep_only, *overrides])
     plan = make_plan(cfg)
-    def checks() -> None:
-        check_address(os.environ.get("RAY_ADDRESS", ""))
-        check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
-        if not resume and (plan.sweep_dir / "tuner.pkl").exists():
-            raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",
-                                  path=plan.sweep_dir)
-
-    # raises naming the data folder (no cases, no train or val cases); the checks run before a split is written
-    return plan, data_splits(plan, checks)
+    found = find_cases(plan)  # raises naming the data folder; writes nothing
+    check_address(os.environ.get("RAY_ADDRESS", ""))
+    check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
+    if not resume and (plan.sweep_dir / "tuner.pkl").exists():
+        raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",
+                              path=plan.sweep_dir)
+    return plan, data_splits(plan, found)  # the splits are written only once every check passed
 
 
 def run(config: str, overrides: Sequence[str] = (), resume: bool = True, progress: bool = True,

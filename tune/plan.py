@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from singr.config import with_values
 from singr.config.schema import SELECT_METRICS
@@ -191,19 +191,23 @@ def _variant_data(cfg: ServiceConfig, base: dict[str, Any], sweep: Path) -> dict
     return out
 
 
-def data_splits(plan: SweepPlan, check: Callable[[], None] | None = None
+def find_cases(plan: SweepPlan) -> list[tuple[DataGroup, list[Any]]]:
+    """Each data group with its cases; a folder without cases is an error naming it. Writes nothing."""
+    from singr.engine.pipeline import discover
+
+    return [(g, discover(g.cfg)) for g in plan.data_groups]
+
+
+def data_splits(plan: SweepPlan, found: list[tuple[DataGroup, list[Any]]] | None = None
                 ) -> list[tuple[DataGroup, dict[str, list[str]]]]:
     """Each data group's split (made and saved here, once, by the driver), checked: a folder
-    without cases, or a split without train or val cases, is an error naming it. ``check``
-    runs after the cases are found and before any split file is written."""
-    from singr.engine.pipeline import discover, split_cases
+    without cases, or a split without train or val cases, is an error naming it. ``found``:
+    :func:`find_cases`'s answer when the caller already has it."""
+    from singr.engine.pipeline import split_cases
     from singr.errors import SingrInputError
 
-    found = [(g, discover(g.cfg)) for g in plan.data_groups]  # raises naming data.root when there are no cases
-    if check is not None:  # e.g. the Ray address and the MLflow store: checked before any file is written
-        check()
     out = []
-    for g, cases in found:
+    for g, cases in find_cases(plan) if found is None else found:
         split = split_cases(g.cfg, cases, run_paths(g.cfg))
         for part in ("train", "val"):
             if not split.get(part):
