@@ -56,6 +56,7 @@ def _restore_mlflow_uris():
 
 
 _FIGURE_PREFIXES = ("[hardening]", "[cluster]", "[readme]", "[viewer]")
+_FIGURES: list[str] = []  # the figure lines of this session's passed tests, in order
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -65,9 +66,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         lines = [ln for ln in report.capstdout.splitlines() if ln.startswith(_FIGURE_PREFIXES)]
         if lines:
             _FIGURES.extend(lines)
-
-
-_FIGURES: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
