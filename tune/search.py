@@ -54,8 +54,17 @@ def make_searcher(cfg: ServiceConfig, max_concurrent: int, metric: str, mode: st
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    class ValidatedEpochsOptunaSearch(OptunaSearch):
+        """OptunaSearch that passes on only the epochs that validated: with ``train.val_every`` > 1
+        the other epochs' results have no ``metric``, on which Ray's OptunaSearch raises KeyError."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, str) and self.metric not in result:
+                return
+            super().on_trial_result(trial_id, result)
+
     sampler = optuna.samplers.TPESampler(seed=int(t.seed), n_startup_trials=n_startup(int(t.num_samples)))
-    return ConcurrencyLimiter(OptunaSearch(metric=metric, mode=mode, sampler=sampler),
+    return ConcurrencyLimiter(ValidatedEpochsOptunaSearch(metric=metric, mode=mode, sampler=sampler),
                               max_concurrent=int(max_concurrent))
 
 

@@ -117,7 +117,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if split:  # a grid run: score the best checkpoint on the held-out split, reported once more
             scores = evaluate_best(result.best_checkpoint, result.last_checkpoint, cfg, split,
                                    ray.train.torch.get_device()) if rank == 0 else {}
-            ray.train.report({**_numeric(scores), "epoch": int(cfg.train.epochs)})
+            best = _numeric({f"best_{result.select_metric}": result.best_metric})  # the progress line's score
+            ray.train.report({**_numeric(scores), **best, "epoch": int(cfg.train.epochs)})
     finally:
         shutil.rmtree(local, ignore_errors=True)
 

@@ -53,6 +53,9 @@ def test_grid_runs_variants_and_writes_report(tmp_path):
                        text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "2 grid runs (variants x seeds)" in p.stdout
+    # each finished run's progress line gives its best validation score (the last report is the test scores)
+    done = [ln for ln in p.stdout.splitlines() if " finished after " in ln]
+    assert len(done) == 2 and all(" val Dice 0." in ln or " val Dice 1." in ln for ln in done), done
 
     results = tmp_path / "ray" / "grid-smoke" / "results"
     summary = json.loads((results / "summary.json").read_text())

@@ -71,3 +71,18 @@ def test_unknown_search_is_refused():
 
     with pytest.raises(SingrConfigError, match="tune.search"):
         load_service_config("synthetic.yaml", ["tune.search=grid"])
+
+
+def test_optuna_search_skips_epochs_without_validation():
+    """train.val_every = 2: odd epochs report no objective; Ray's OptunaSearch raised KeyError on them
+    (a search sweep died at its first epoch). Validated epochs still reach the Optuna trial."""
+    from ray.tune.result import TRAINING_ITERATION
+
+    cfg = load_service_config("synthetic.yaml", ["tune.seed=0"])
+    s = make_searcher(cfg, 2, "val_Dice_mean", "max")
+    inner = s.searcher
+    inner.set_search_properties("val_Dice_mean", "max", search_space(cfg))
+    assert s.suggest("t1") is not None
+    s.on_trial_result("t1", {"train_loss": 1.0, TRAINING_ITERATION: 1})  # no validation this epoch
+    s.on_trial_result("t1", {"train_loss": 0.9, "val_Dice_mean": 0.4, TRAINING_ITERATION: 2})
+    assert inner._ot_trials["t1"].storage.get_trial(inner._ot_trials["t1"]._trial_id).intermediate_values == {2: 0.4}
