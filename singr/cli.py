@@ -561,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default experiment.overlay_cases; 0: none)")
     p.add_argument("--device", default="cpu", help="device for the overlay predictions (cpu | cuda | auto)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    p.add_argument("--notes-from", metavar="CONFIG", help="take the Notes section (experiment.notes) from this "
+                   "config instead of the one the sweep stored (notes written after the run: wall time, reading)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="start the HTTP inference endpoint (Ray Serve)",

@@ -153,17 +153,21 @@ def aggregate(runs: Sequence[GridRun], variants: Sequence[Variant], split: str,
 
 
 def lesion_section(runs: Sequence[GridRun], variants: Sequence[Variant], split: str, regions: Sequence[str],
-                   highlight: str | None) -> tuple[list[str], dict[str, Any]]:
+                   highlight: str | None, groups: Sequence[tuple[str, Sequence[Variant]]] | None = None
+                   ) -> tuple[list[str], dict[str, Any]]:
     """The report's lesion-wise section (BraTS 2023 ``LesionDice_<region>``, ``LesionHD95_<region>``
-    that ``singr evaluate`` logs) and its numbers; nothing when no run has them."""
+    that ``singr evaluate`` logs) and its numbers; nothing when no run has them. ``groups``:
+    (title, variants) per table, e.g. one per level of an axis; default one table of ``variants``."""
     if not any(f"{split}_LesionDice_mean" in r.metrics for r in runs):
         return [], {}
     agg = aggregate(runs, variants, split, regions, LESION_METRICS)
-    lines = [table_markdown(variants, agg, regions, highlight, LESION_METRICS,
-                            ("lesion-wise Dice", "lesion-wise HD95"))]
+    lines: list[str] = []
+    for title, vs in groups or [("", variants)]:
+        lines += ([f"### {title}", ""] if title else []) + [
+            table_markdown(vs, agg, regions, highlight, LESION_METRICS, ("lesion-wise Dice", "lesion-wise HD95")), ""]
     md = ["", "## Lesion-wise (BraTS 2023)", "",
           "Per ground-truth lesion (26-connected after 3 dilations, over 50 voxels), a missed or false-positive "
-          "lesion scores Dice 0 and HD95 374 mm; mean ± standard error over seeds.", "", *lines]
+          "lesion scores Dice 0 and HD95 374 mm; mean ± standard error over seeds.", "", *lines[:-1]]
     return md, {v: {k: list(x) for k, x in a.items()} for v, a in agg.items()}
 
 
@@ -662,8 +666,10 @@ def _data_line(cfg: ServiceConfig, variants: Sequence[Variant]) -> str:
 
 
 def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | None = None,
-                 overlay_cases: int | None = None, log_to_mlflow: bool = True, device: str = "cpu") -> dict[str, Any]:
-    """Write the report of the newest grid sweep of ``experiment`` (see the module docstring)."""
+                 overlay_cases: int | None = None, log_to_mlflow: bool = True, device: str = "cpu",
+                 notes: str | None = None) -> dict[str, Any]:
+    """Write the report of the newest grid sweep of ``experiment`` (see the module docstring);
+    ``notes`` replaces the stored config's ``experiment.notes`` (None: keep them)."""
     from singr.viz import comparison_png
 
     t0 = time.time()
@@ -737,9 +743,14 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
         except (SingrInputError, OSError, KeyError) as err:
             md += ["", "## Cases", "", f"No overlay figure: {err}"]
             print(f"[report] no overlays: {err}", flush=True)
-    lesion_md, lesion = lesion_section(done, variants, split, regions, high)
+    by_level = None
+    if e.axis is not None:
+        by_level = [(f"{e.axis.name} = {lv.value:g}" + (f" ({lv.label})" if lv.label else ""),
+                     [v for v in variants if v.level == lv.name])
+                    for lv in sorted(e.axis.levels, key=lambda lv: lv.value)]
+    lesion_md, lesion = lesion_section(done, variants, split, regions, high, by_level)
     md += lesion_md
-    notes = str(e.notes or "").strip()
+    notes = str((e.notes if notes is None else notes) or "").strip()
     if notes:
         md += ["", "## Notes", "", notes]
     text = "\n".join(md) + "\n"
@@ -769,8 +780,16 @@ def run_report(args: Any) -> int:
         raise SingrInputError(f"no MLflow store at {db}; pass --tracking-uri or run from the folder of the sweep's "
                               "mlflow.db")
     out = args.out or str(Path("reports") / (args.sweep or args.experiment))
+    notes = None
+    if getattr(args, "notes_from", None):
+        from .config import load_service_config
+
+        e = load_service_config(args.notes_from).experiment
+        if e is None or not str(e.notes or "").strip():
+            raise SingrInputError(f"--notes-from {args.notes_from}: the config has no experiment.notes")
+        notes = str(e.notes)
     res = write_report(uri, args.experiment, out, sweep=args.sweep, overlay_cases=args.overlay_cases,
-                       log_to_mlflow=not args.no_log, device=args.device)
+                       log_to_mlflow=not args.no_log, device=args.device, notes=notes)
     h = res["summary"].get("headline") or {}
     if h.get("text"):
         print("[report] " + h["text"].replace("**", "").replace("\n\n", "\n[report] "))

@@ -68,6 +68,10 @@ def _fabricate(tmp_path: Path, roots: dict[str, Path], extra_run: bool = True) -
             for reg in ("TC", "WT", "ET", "mean"):
                 client.log_metric(r.info.run_id, f"test_Dice_{reg}", float(np.mean(dice)))
                 client.log_metric(r.info.run_id, f"test_HD95_{reg}", float(np.mean(hd)))
+                # lesion-wise: level a0 scores 0.2, level a1 0.7 (+0.1 for SiNGR), to find them per level
+                lesion = (0.2 if level == "a0" else 0.7) + (0.1 if variant == "singr" else 0.0)
+                client.log_metric(r.info.run_id, f"test_LesionDice_{reg}", lesion)
+                client.log_metric(r.info.run_id, f"test_LesionHD95_{reg}", 50.0)
             client.set_terminated(r.info.run_id)
     if extra_run:  # a third seed of hard-a0 without per-case scores: in the tables, not in the pairs
         r = client.create_run(exp, tags={"mlflow.parentRunId": pid, "variant": "hard-a0", "seed": "2"})
@@ -142,6 +146,14 @@ def test_axis_report_statistics_by_hand(tmp_path, roots):
     for name in ("axis.png", "ambiguity.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in md
     assert s["figures"] == ["axis.png", "ambiguity.png"]
+    # the lesion-wise section: one table per level, each with that level's variants
+    lesion = md.split("## Lesion-wise (BraTS 2023)")[1]
+    a0_part, a1_part = lesion.split("### ambiguity = 1 (La1)")
+    assert "### ambiguity = 0 (La0)" in a0_part
+    # hard-a0's seed 2 has no lesion-wise scores: 2 seeds here
+    assert "| Hard labels (Dice+BCE) | 2 | 0.200 ± 0.000 |" in a0_part and "0.700" not in a0_part
+    assert "| **SiNGR (delta 0.5) (paper)** | **2** | **0.800 ± 0.000** |" in a1_part and "0.200" not in a1_part
+    assert s["lesion_wise"]["singr-a1"]["LesionDice_mean"][0] == pytest.approx(0.8)
 
 
 def test_axis_picture_shows_the_same_case_at_every_level(tmp_path, roots):
@@ -175,3 +187,24 @@ def test_axis_report_without_case_scores_says_so(tmp_path, roots):
     empty = [r for r in s["comparisons"] if r["level"] == "a1"]
     assert empty and all(r["verdict"] == "no data" and r["n_cases"] == 0 for r in empty)
     assert math.isnan(empty[0]["mean"]) if isinstance(empty[0]["mean"], float) else empty[0]["mean"] is None
+
+
+def test_report_notes_from_a_config_replace_the_stored_ones(tmp_path, roots):
+    """`singr report --notes-from CONFIG`: notes written after the run (wall time, reading) replace
+    the ones the sweep stored; a config without notes is refused with its name."""
+    import argparse
+
+    from singr.errors import SingrInputError
+    from tune.report import run_report
+
+    uri = _fabricate(tmp_path, roots, extra_run=False)
+    cfg = tmp_path / "after.yaml"
+    cfg.write_text("base: ambiguity.yaml\nexperiment:\n  notes: written after the run, 48 min here\n")
+    args = argparse.Namespace(tracking_uri=uri, experiment="fab", sweep=None, out=str(tmp_path / "r3"),
+                              overlay_cases=0, no_log=True, device="cpu", notes_from=str(cfg))
+    assert run_report(args) == 0
+    md = (tmp_path / "r3" / "report.md").read_text()
+    assert md.rstrip().endswith("## Notes\n\nwritten after the run, 48 min here") and "fabricated" not in md
+    cfg.write_text("base: ambiguity.yaml\nexperiment:\n  notes: ''\n")
+    with pytest.raises(SingrInputError, match="after.yaml: the config has no experiment.notes"):
+        run_report(args)
