@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
            "patch_size": list(cfg.train.patch_size), "lr": float(cfg.train.lr), "val_every": cfg.sweep_val_every(),
            "search_space": {"lam": list(t.lam_grid), "delta": list(t.delta), "gamma": list(t.gamma)},
            "methods": methods, "paired": pairs, "curves": curve, "wall_seconds": round(time.time() - t0, 1)}
+    # the sweeps' own wall times (recorded when they ran; a re-run that reads them back takes seconds)
+    sweeps = [r["wall_s"] or 0.0 for m in METHODS for r in methods[m]["seeds"]]
+    res["sweeps_wall_seconds"] = round(sum(sweeps) + float(wall_default or 0.0)
+                                       + float((curve or {}).get("wall_seconds") or 0.0), 1)
     write_report(out, res, cfg)
     return 0
 
@@ -339,8 +343,9 @@ def write_report(out: Path, res: dict[str, Any], cfg: Any) -> None:
                      f"{p['se']:.{dg}f} | {p['ci_lo']:+.{dg}f} to {p['ci_hi']:+.{dg}f} | {p['p']:.3g} | "
                      f"{p['seed_mean']:+.{dg}f} ± {p['seed_se']:.{dg}f} | {p['verdict']} |")
     lines += ["", headline(res), "", f"![search]({png.name})", "",
-              f"Reproduce: `.venv/bin/python benchmarks/search_compare.py` ({res['wall_seconds'] / 60:.0f} min here, "
-              "on 2 CPU cores shared with other jobs)."]
+              f"Reproduce: `.venv/bin/python benchmarks/search_compare.py` (its sweeps took "
+              f"{res.get('sweeps_wall_seconds', res['wall_seconds']) / 60:.0f} min here, on 2 CPU cores; a finished "
+              "sweep is read back, not run again)."]
     write_text(out / "search.md", "\n".join(lines) + "\n")
     write_json(out / "search.json", _finite(res))
     print("\n".join(lines), flush=True)
@@ -356,9 +361,15 @@ def headline(res: dict[str, Any]) -> str:
         if p:
             parts.append(f"{a} vs {b}: {p['verdict']}")
     te = {k: v["trial_epochs_mean"] for k, v in m.items()}
+    champs = {(r["lam"], round(r["delta"], 2), round(r["gamma"], 2)) for k in METHODS if k in m
+              for r in m[k]["seeds"] if r["lam"] is not None}
     return ("**Headline** (test Dice, paired per case): " + "; ".join(parts) + ". Compute per seed: Optuna "
             f"{te.get('optuna', 0):.0f}, random {te.get('random', 0):.0f} trial-epochs per sweep, the default "
-            f"{te.get('default', 0):.0f}.")
+            f"{te.get('default', 0):.0f}. Read with care: a champion is the best of {res['num_samples']} trained "
+            "runs picked on validation, the default one run; the searches' champions are "
+            f"{len(champs)} different settings, so part of a search's gain over the default may be the pick "
+            "among runs rather than the setting (the control would be the default trained "
+            f"{res['num_samples']} times and picked the same way).")
 
 
 if __name__ == "__main__":
