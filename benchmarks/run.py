@@ -389,7 +389,9 @@ def bench_sweep_maps(repeats: int, tiny: bool, workdir: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- fast inference
-FAST_TRAIN = {"tiny": (30, 32), "full": (80, 64)}  # (Adam steps, patch edge) of the benchmark's model
+FAST_TRAIN = {"tiny": (30, 32), "full": (160, 64)}  # (Adam steps, patch edge) of the benchmark's model
+# 160 steps, not 80 (2026-11-29): at 80 the network marked 26k voxels outside the brain as tumour and the default
+# path's labels agreed with the plain window at Dice 0.895-0.912; at 160, 9.6k voxels and 0.917-0.945
 
 
 def _rss_mib() -> float:
@@ -527,6 +529,9 @@ def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) ->
     if ours.precision != "float32":
         ours32 = ours.with_settings(precision="float32")
         runs["ours_float32"] = lambda: ours32.predict_prepared(img).regions
+    # the same windows and weights as the baseline (no crop, constant blending), our execution only
+    exact = ours.with_settings(crop=False, mode="constant")
+    runs["ours_exact"] = lambda: exact.predict_prepared(img).regions
     runs["ours"]()  # warm-up: imports, oneDNN primitives, the channels-last copy (made once per loaded model)
     with torch.inference_mode():  # warm-up of the baseline's shapes: one window
         net(x[(slice(None), slice(None)) + tuple(slice(0, min(r, n)) for r, n in zip(roi, x.shape[2:]))])
@@ -552,6 +557,7 @@ def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) ->
                                          for i, n in enumerate(names)}
         agree["ours_float32_vs_baseline"] = {n: _dice(labels["ours_float32"][i], base[i])
                                              for i, n in enumerate(names)}
+    agree["ours_exact_vs_baseline"] = {n: _dice(labels["ours_exact"][i], base[i]) for i, n in enumerate(names)}
     # the baseline's regions inside the brain only (ours sets everything outside it to background, as nnU-Net does)
     agree["ours_vs_baseline_in_brain"] = {n: _dice(labels["ours"][i], base[i] & brain) for i, n in enumerate(names)}
     box = [[int(i.min()), int(i.max()) + 1] for i in np.nonzero(brain)]
@@ -565,6 +571,8 @@ def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) ->
             "speedup": med["baseline"] / med["ours"], "speedup_paired": statistics.median(paired),
             "speedup_paired_range": [paired[0], paired[-1]],
             "speedup_float32": (med["baseline"] / med["ours_float32"]) if "ours_float32" in med else None,
+            "speedup_exact": med["baseline"] / med["ours_exact"],
+            "min_dice_exact": min(agree["ours_exact_vs_baseline"].values()),
             "peak_rss_extra_mib": peak, "dice": agree,
             "min_dice": min(v for k, d in agree.items() if not k.endswith("_in_brain") for v in d.values()),
             "min_dice_in_brain": min(agree["ours_vs_baseline_in_brain"].values()),
@@ -589,6 +597,10 @@ def _fast_infer_lines(f: dict[str, Any], case: str) -> list[str]:
             (f"`Predictor`, default settings: {ours}", "ours", f["speedup"])]
     if "ours_float32" in sec:
         rows.append(("`Predictor`, the same in float32 (contiguous)", "ours_float32", f["speedup_float32"]))
+    if "ours_exact" in sec:
+        rows.append((f"`Predictor`, same answer: the baseline's windows (no crop, constant blending), precision "
+                     f"{st['resolved_precision']}{', channels-last' if st['channels_last'] else ''}", "ours_exact",
+                     f["speedup_exact"]))
     lines = ["", "## Fast inference: the Predictor vs a plain sliding window", "",
              f"Case `{case}` ({'x'.join(map(str, f['shape'][1:]))} voxels, {f['shape'][0]} modalities, normalised "
              f"once, outside the timing); the network only: image in, 3 region masks (logit >= 0) out. Model: unet3d "
@@ -611,7 +623,8 @@ def _fast_infer_lines(f: dict[str, Any], case: str) -> list[str]:
               "| comparison | TC | WT | ET |", "| --- | --- | --- | --- |"]
     names = {"ours_vs_baseline": "ours vs baseline", "ours_vs_ours_float32": "ours vs ours in float32",
              "ours_float32_vs_baseline": "ours in float32 vs baseline",
-             "ours_vs_baseline_in_brain": "ours vs the baseline's regions inside the brain"}
+             "ours_vs_baseline_in_brain": "ours vs the baseline's regions inside the brain",
+             "ours_exact_vs_baseline": "ours with the baseline's windows (no crop, constant) vs baseline"}
     for k, d in f["dice"].items():
         lines.append(f"| {names.get(k, k)} | {d['TC']:.4f} | {d['WT']:.4f} | {d['ET']:.4f} |")
     v, gt = f["region_voxels"]["baseline"], f["baseline_dice_vs_case_labels"]
@@ -622,6 +635,10 @@ def _fast_infer_lines(f: dict[str, Any], case: str) -> list[str]:
               f"voxels ({out['TC'] + out['WT'] + out['ET']} outside the brain, which ours sets to background); "
               f"Dice with the case's own labels TC {gt['TC']:.2f}, WT {gt['WT']:.2f}, ET {gt['ET']:.2f} "
               "(a sanity check that the regions are not trivial, not an accuracy claim).", "",
+              *([f"Same answer, faster: with the baseline's windows (`infer.crop: false`, `infer.mode: constant`) "
+                 f"ours is **{f['speedup_exact']:.2f}x** faster with label Dice >= **{f['min_dice_exact']:.4f}** per "
+                 "region; the defaults (crop, Gaussian) are faster still and move the labels as the table says.", ""]
+                if "min_dice_exact" in f else []),
               "Reading the Dice rows: 'ours vs ours in float32' is what the execution (bfloat16, channels-last, "
               "the instance norms as group norms, paste-back) changes, with the same windows. 'ours in float32 vs "
               "baseline' is what the crop and the Gaussian blending change: other windows (fewer, placed on the "

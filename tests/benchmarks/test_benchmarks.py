@@ -42,4 +42,7 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
         assert set(dice) == {"TC", "WT", "ET"}, key
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in dice.values()), (key, dice)
     assert "ours_vs_baseline" in fi["dice"] and 0.0 <= fi["min_dice"] <= 1.0
+    # the same-answer row: our execution over the baseline's windows (no crop, constant blending)
+    assert fi["min_dice_exact"] == min(fi["dice"]["ours_exact_vs_baseline"].values())
+    assert fi["seconds"]["ours_exact"] > 0 and "same answer" in text
     assert fi["seconds"]["baseline"] > 0 and fi["seconds"]["ours"] > 0
