@@ -20,6 +20,9 @@ run through the same ``python -m tune`` service:
    validation split) is evaluated on the held-out test split.
 3. **Default**: the paper's setting (lambda 0.5, delta 0.5, gamma 1, Focal-L1), one run per
    seed s with ``train.seed=s``, the search's epochs, evaluated on the same test split.
+4. **Control** (``--no-control`` skips it): the default trained ``tune.num_samples`` times per
+   sweep seed (train seeds 1000 s + i), the run with the best validation Dice picked as a sweep
+   picks its champion: is a search's gain over the default the setting, or the pick among runs?
 
 Test Dice of each champion: mean ± SE over the sweep seeds, and the paired per-case
 differences between the methods (as ``singr report`` computes them for a grid: cases as the
@@ -53,6 +56,9 @@ CURVES = [("low", {"sing.lam": 0.25, "sing.delta": 0.3, "loss.gamma": 0.5}),
           ("paper", {"sing.lam": 0.5, "sing.delta": 0.5, "loss.gamma": 1.0}),
           ("high", {"sing.lam": 0.75, "sing.delta": 0.7, "loss.gamma": 2.0})]
 METHODS = ("optuna", "random")
+CONTROL = "default-best-of-n"  # the default trained num_samples times (other train seeds), picked on validation
+PAIRS = (("optuna", "random"), ("optuna", "default"), ("random", "default"), ("optuna", CONTROL),
+         ("random", CONTROL), (CONTROL, "default"))
 
 
 def _env() -> dict[str, str]:
@@ -158,6 +164,28 @@ def evaluate_model(args: argparse.Namespace, cfg: Any, model_dir: Path, out: Pat
     return case_csv(out / "metrics_test.csv")
 
 
+def control(args: argparse.Namespace, spec: dict[str, Any], n: int,
+            scores: dict[str, dict[int, dict[str, dict[str, float]]]]) -> list[dict[str, Any]]:
+    """The control for "is it the settings or the pick?": per sweep seed s, the paper's default trained
+    ``n`` times (train seeds 1000 s + i, the same compute as a sweep without early stopping), the run
+    with the best validation Dice picked as a sweep picks its champion, scored on the test split."""
+    rows = []
+    for s in args.seeds:
+        name = f"control-s{s}"
+        summ = run_tune(args, name, grid_values(name, [spec], [1000 * int(s) + i for i in range(n)]))
+        trials = summ["trials"]
+        best = max(trials, key=lambda r: float(r["val_Dice_best"]))
+        cases = case_csv(Path(summ["sweep_dir"]) / "singr_trials" / best["trial_id"] / "eval" / "metrics_test.csv")
+        scores.setdefault(CONTROL, {})[int(s)] = cases
+        rows.append({"seed": int(s), "test_Dice_mean": float(np.mean([c["Dice_mean"] for c in cases.values()])),
+                     "test_HD95_mean": float(np.mean([c["HD95_mean"] for c in cases.values()])),
+                     "val_Dice_best": best["val_Dice_best"], "lam": 0.5, "delta": 0.5, "gamma": 1.0,
+                     "champion_epochs": best["epochs_run"], "trials": len(trials), "stopped_early": 0,
+                     "trial_epochs": int(sum(int(r["epochs_run"]) for r in trials)),
+                     "wall_s": summ.get("wall_command_s") or summ.get("wall_seconds")})
+    return rows
+
+
 def _ms(values: list[float]) -> tuple[float, float, int]:
     from tune.stats import mean_se
 
@@ -224,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curves-only", action="store_true", help="only the validation curves (step 1)")
     ap.add_argument("--no-curves", action="store_true", help="skip step 1")
     ap.add_argument("--fresh", action="store_true", help="run every sweep again")
+    ap.add_argument("--no-control", action="store_true", help="skip the control: the default trained as many "
+                    "times as a sweep has trials, the best on validation picked")
     ap.add_argument("--curve-epochs", type=int, default=20, help="epochs of the curves (beyond the search's)")
     ap.add_argument("--concurrent", type=int, default=2, help="trials at once (tune.max_concurrent)")
     args = ap.parse_args(argv)
@@ -278,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                      "stopped_early": 0, "wall_s": None})
     wall_default = summ.get("wall_command_s") or summ.get("wall_seconds")
     methods["default"] = {"seeds": rows, "wall_s_all_seeds": wall_default}
+    if not args.no_control:
+        methods[CONTROL] = {"seeds": control(args, spec, int(t.num_samples), scores)}
     for v in methods.values():
         v["test_Dice"] = list(mean_se([r["test_Dice_mean"] for r in v["seeds"]]))
         v["test_HD95"] = list(mean_se([r["test_HD95_mean"] for r in v["seeds"]]))
@@ -286,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = wall_default / len(v["seeds"]) if wall_default else None
         v["wall_s_mean"] = float(np.mean(walls)) if walls else per_seed
     pairs = []
-    for a, b in (("optuna", "random"), ("optuna", "default"), ("random", "default")):
+    for a, b in PAIRS:
+        if a not in scores or b not in scores:
+            continue
         seeds = sorted(set(scores[a]) & set(scores[b]))
         ids = sorted(set.intersection(*(set(scores[x][s]) for s in seeds for x in (a, b))))
         for key, hib in (("Dice_mean", True), ("HD95_mean", False)):
@@ -299,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
            "search_space": {"lam": list(t.lam_grid), "delta": list(t.delta), "gamma": list(t.gamma)},
            "methods": methods, "paired": pairs, "curves": curve, "wall_seconds": round(time.time() - t0, 1)}
     # the sweeps' own wall times (recorded when they ran; a re-run that reads them back takes seconds)
-    sweeps = [r["wall_s"] or 0.0 for m in METHODS for r in methods[m]["seeds"]]
+    sweeps = [r["wall_s"] or 0.0 for m in (*METHODS, CONTROL) if m in methods for r in methods[m]["seeds"]]
     res["sweeps_wall_seconds"] = round(sum(sweeps) + float(wall_default or 0.0)
                                        + float((curve or {}).get("wall_seconds") or 0.0), 1)
     write_report(out, res, cfg)
@@ -321,7 +355,10 @@ def write_report(out: Path, res: dict[str, Any], cfg: Any) -> None:
              f"period {res['asha']['grace_period']}, reduction factor {res['asha']['reduction_factor']:g}. "
              f"Sweep seeds {res['seeds']} (tune.seed = train.seed = s). The champion of a sweep is its best trial by "
              "validation Dice; the default is lambda 0.5, delta 0.5, gamma 1 (Focal-L1) trained once per seed for "
-             "the same epochs. Test Dice and HD95 are means over the regions and the test cases.", "",
+             "the same epochs" + (f"; {CONTROL} is the default trained {res['num_samples']} times per seed (train "
+                                  "seeds 1000 s + i) with the best run on validation picked, as a sweep picks its "
+                                  "champion" if CONTROL in m else "") +
+             ". Test Dice and HD95 are means over the regions and the test cases.", "",
              "| method | seeds | test Dice (mean ± SE over seeds) | test HD95 mm | trial-epochs per sweep | trials "
              "stopped early | wall per sweep (s) | champions (lambda, delta, gamma) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -356,7 +393,7 @@ def headline(res: dict[str, Any]) -> str:
     m = res["methods"]
     by = {(p["a"], p["b"], p["metric"]): p for p in res["paired"]}
     parts = []
-    for a, b in (("optuna", "random"), ("optuna", "default"), ("random", "default")):
+    for a, b in PAIRS:
         p = by.get((a, b, "Dice_mean"))
         if p:
             parts.append(f"{a} vs {b}: {p['verdict']}")
@@ -365,11 +402,13 @@ def headline(res: dict[str, Any]) -> str:
               for r in m[k]["seeds"] if r["lam"] is not None}
     return ("**Headline** (test Dice, paired per case): " + "; ".join(parts) + ". Compute per seed: Optuna "
             f"{te.get('optuna', 0):.0f}, random {te.get('random', 0):.0f} trial-epochs per sweep, the default "
-            f"{te.get('default', 0):.0f}. Read with care: a champion is the best of {res['num_samples']} trained "
-            "runs picked on validation, the default one run; the searches' champions are "
-            f"{len(champs)} different settings, so part of a search's gain over the default may be the pick "
-            "among runs rather than the setting (the control would be the default trained "
-            f"{res['num_samples']} times and picked the same way).")
+            f"{te.get('default', 0):.0f}" + (f", the control {te[CONTROL]:.0f}" if CONTROL in te else "") +
+            f". A champion is the best of {res['num_samples']} trained runs picked on validation, the default one "
+            f"run; the searches' champions are {len(champs)} different settings. "
+            + ("The control (the default trained as often and picked the same way) separates the pick from the "
+               "setting: a search that does not beat it has found no better setting, only a better run."
+               if CONTROL in m else "Without the control (--no-control was given) part of a search's gain over "
+               "the default may be the pick among runs rather than the setting."))
 
 
 if __name__ == "__main__":
