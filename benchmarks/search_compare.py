@@ -164,6 +164,11 @@ def evaluate_model(args: argparse.Namespace, cfg: Any, model_dir: Path, out: Pat
     return case_csv(out / "metrics_test.csv")
 
 
+def champion_scores(cases: dict[str, dict[str, float]]) -> dict[str, float]:
+    """A model's test Dice and HD95, each the mean over the regions' mean and the test cases."""
+    return {f"test_{k}": float(np.mean([c[k] for c in cases.values()])) for k in ("Dice_mean", "HD95_mean")}
+
+
 def control(args: argparse.Namespace, spec: dict[str, Any], n: int,
             scores: dict[str, dict[int, dict[str, dict[str, float]]]]) -> list[dict[str, Any]]:
     """The control for "is it the settings or the pick?": per sweep seed s, the paper's default trained
@@ -177,8 +182,7 @@ def control(args: argparse.Namespace, spec: dict[str, Any], n: int,
         best = max(trials, key=lambda r: float(r["val_Dice_best"]))
         cases = case_csv(Path(summ["sweep_dir"]) / "singr_trials" / best["trial_id"] / "eval" / "metrics_test.csv")
         scores.setdefault(CONTROL, {})[int(s)] = cases
-        rows.append({"seed": int(s), "test_Dice_mean": float(np.mean([c["Dice_mean"] for c in cases.values()])),
-                     "test_HD95_mean": float(np.mean([c["HD95_mean"] for c in cases.values()])),
+        rows.append({"seed": int(s), **champion_scores(cases),
                      "val_Dice_best": best["val_Dice_best"], "lam": 0.5, "delta": 0.5, "gamma": 1.0,
                      "champion_epochs": best["epochs_run"], "trials": len(trials), "stopped_early": 0,
                      "trial_epochs": int(sum(int(r["epochs_run"]) for r in trials)),
@@ -286,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             cases = evaluate_model(args, cfg, Path(summ["best_model"]), Path(args.work) / "eval" / f"{m}-s{s}")
             scores.setdefault(m, {})[s] = cases
             best = summ["best"]
-            rows.append({"seed": s, "test_Dice_mean": float(np.mean([c["Dice_mean"] for c in cases.values()])),
-                         "test_HD95_mean": float(np.mean([c["HD95_mean"] for c in cases.values()])),
+            rows.append({"seed": s, **champion_scores(cases),
                          "val_Dice_best": best["val_Dice_best"], "lam": best.get("lam"), "delta": best.get("delta"),
                          "gamma": best.get("gamma"), "champion_epochs": best["epochs_run"],
                          "trial_epochs": int(sum(int(r["epochs_run"]) for r in trials)), "trials": len(trials),
@@ -301,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in sorted(summ["trials"], key=lambda r: int(r["seed"])):
         cases = case_csv(trials_dir / r["trial_id"] / "eval" / "metrics_test.csv")
         scores.setdefault("default", {})[int(r["seed"])] = cases
-        rows.append({"seed": int(r["seed"]), "test_Dice_mean": float(np.mean([c["Dice_mean"] for c in cases.values()])),
-                     "test_HD95_mean": float(np.mean([c["HD95_mean"] for c in cases.values()])),
+        rows.append({"seed": int(r["seed"]), **champion_scores(cases),
                      "val_Dice_best": r["val_Dice_best"], "lam": 0.5, "delta": 0.5, "gamma": 1.0,
                      "champion_epochs": r["epochs_run"], "trial_epochs": int(r["epochs_run"]), "trials": 1,
                      "stopped_early": 0, "wall_s": None})

@@ -575,6 +575,11 @@ def axis_picture(path: Path, cfg: ServiceConfig, variants: Sequence[Variant], sp
     return png, best[1]
 
 
+def level_title(axis: str, level: Any) -> str:
+    """A level's heading in the report: ``ambiguity = 0.5 (fuzzy)``."""
+    return f"{axis} = {level.value:g}" + (f" ({level.label})" if level.label else "")
+
+
 def axis_sections(client: Any, cfg: ServiceConfig, runs: Sequence[GridRun], variants: Sequence[Variant],
                   agg: dict[str, Any], regions: Sequence[str], split: str, out: Path, device: str,
                   overlay_cases: int) -> tuple[list[str], list[Path], dict[str, Any]]:
@@ -611,8 +616,7 @@ def axis_sections(client: Any, cfg: ServiceConfig, runs: Sequence[GridRun], vari
                                     axis)]
     for lv in levels:
         vs = [v for v in variants if v.level == lv.name]
-        title = f"{axis} = {lv.value:g}" + (f" ({lv.label})" if lv.label else "")
-        md += ["", f"## {title}", "", table_markdown(vs, agg, regions, e.highlight)]
+        md += ["", f"## {level_title(axis, lv)}", "", table_markdown(vs, agg, regions, e.highlight)]
     try:
         pic, case = axis_picture(out / f"{_slug(axis)}.png", cfg, variants, split)
         figures.append(pic)
@@ -745,8 +749,7 @@ def write_report(uri: str, experiment: str, out_dir: str | Path, sweep: str | No
             print(f"[report] no overlays: {err}", flush=True)
     by_level = None
     if e.axis is not None:
-        by_level = [(f"{e.axis.name} = {lv.value:g}" + (f" ({lv.label})" if lv.label else ""),
-                     [v for v in variants if v.level == lv.name])
+        by_level = [(level_title(e.axis.name, lv), [v for v in variants if v.level == lv.name])
                     for lv in sorted(e.axis.levels, key=lambda lv: lv.value)]
     lesion_md, lesion = lesion_section(done, variants, split, regions, high, by_level)
     md += lesion_md
