@@ -103,6 +103,8 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
 
     code = 0
     try:
+        if address == "local":  # replicas at nice 0, not Ray's default 15, so that a busy machine does not
+            os.environ.setdefault("RAY_worker_niceness", "0")  # starve the endpoint (tune.session.RaySession)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
             signal.signal(s, _stop)

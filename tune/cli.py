@@ -49,7 +49,7 @@ def run(config: str, overrides: Sequence[str] = (), resume: bool = True, progres
     t0 = time.time()
     plan, splits = preflight(config, overrides, resume)
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    with RaySession(log_dir=plan.sweep_dir / "logs", verbose=verbose):
+    with RaySession(log_dir=plan.sweep_dir / "logs", verbose=verbose, worker_niceness=plan.cfg.tune.worker_niceness):
         from .sweep import run_sweep
 
         return run_sweep(plan, splits, resume=resume, progress=progress, t0=t0)

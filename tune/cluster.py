@@ -238,7 +238,9 @@ class LocalCluster:
                     "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
                     # a lost node is noticed in seconds, not minutes
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
-                    "RAY_health_check_failure_threshold": "3"})
+                    "RAY_health_check_failure_threshold": "3",
+                    # workers at nice 0, as in the sweep's own local Ray (tune.worker_niceness)
+                    "RAY_worker_niceness": "0"})
         return env
 
     # ---------------------------------------------------------------- up

@@ -75,6 +75,10 @@ class TuneSection(Section):
     start_retries: Annotated[int, Field(ge=0, le=100)] = Field(
         description="worker-group start-ups a trial may retry (each waits 60 s) before it errors")
     stall_timeout_s: NonNegFloat = Field(description="end the sweep when no trial reports for this long; 0: never")
+    worker_niceness: Annotated[int, Field(ge=0, le=19)] = Field(
+        description="nice value of the Ray workers of the sweep's own local Ray (Ray's default is 15, which "
+        "lets any normal-priority process take the CPU first); on an existing cluster the nodes' "
+        "`ray start` decides (RAY_worker_niceness)")
     metric: Literal[tuple(SELECT_METRICS)] = Field(  # type: ignore[valid-type]
         description="the objective: searcher, ASHA, best trial, registered score and every run's best "
         "checkpoint (train.select_metric); HD95 metrics are minimised, the others maximised")

@@ -10,6 +10,10 @@ or starts a local Ray that belongs to this sweep alone:
   environment carries ``RAY_ADDRESS`` and ``RAY_API_SERVER_ADDRESS`` (the dashboard of this
   Ray), which Ray Train's placement-group cleaner and the state API use instead of looking
   for "the" cluster on the machine;
+* with its workers at ``worker_niceness`` (Ray's own default, 15, lets every normal-priority
+  process on the machine take the CPU first: beside two CPU-bound processes training epochs
+  ran 20-27x slower); on an existing cluster the nodes' ``ray start`` decides, and the session
+  says so once when the cluster's workers run niced;
 * with Ray's own logs sent to ``<sweep>/logs/ray.log`` unless ``verbose``;
 * stopped on exit, on Ctrl-C and on SIGTERM (only what it started).
 """
@@ -158,11 +162,18 @@ def check_tracking_store(uri: str, experiment: str, timeout: float = 5.0) -> Non
                                   "(`mlflow server ...`) or set mlflow.tracking_uri / $MLFLOW_TRACKING_URI") from None
 
 
+def _own_niceness() -> int:
+    """The nice value of the calling process (run as a Ray task: a worker's)."""
+    return os.nice(0)
+
+
 class RaySession:
     """Context manager around the sweep's Ray (see the module docstring)."""
 
-    def __init__(self, log_dir: str | Path | None = None, verbose: bool = False, address: str | None = None):
+    def __init__(self, log_dir: str | Path | None = None, verbose: bool = False, address: str | None = None,
+                 worker_niceness: int | None = 0):
         self.address = os.environ.get("RAY_ADDRESS", "") if address is None else address
+        self.worker_niceness = worker_niceness
         self.log_dir = Path(log_dir) if log_dir else None
         self.verbose = verbose
         self.started = False
@@ -194,10 +205,13 @@ class RaySession:
         try:
             if self.address:
                 ray.init(address=self.address, log_to_driver=self.verbose)
+                self._say_cluster_niceness()
             else:
                 port = free_port()
                 api = f"http://127.0.0.1:{port}"
                 self.temp_dir = tempfile.mkdtemp(prefix="singr-ray-")
+                if self.worker_niceness is not None:  # read by the raylet it starts, as by `ray start`
+                    self._set_env("RAY_worker_niceness", str(int(self.worker_niceness)))
                 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                          log_to_driver=self.verbose, _temp_dir=self.temp_dir,
                          runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
@@ -214,6 +228,23 @@ class RaySession:
 
         signal.signal(signal.SIGTERM, _term)
         return self
+
+    def _say_cluster_niceness(self, timeout: float = 30.0) -> None:
+        """On an existing cluster: one line when its workers run at a higher nice value than
+        ``worker_niceness`` asks for (a zero-CPU task reads it; nothing is said if it cannot run)."""
+        if self.worker_niceness is None:
+            return
+        import ray
+
+        try:
+            nice = int(ray.get(ray.remote(num_cpus=0)(_own_niceness).remote(), timeout=timeout))
+        except Exception:  # noqa: BLE001 - a probe only; the sweep goes on without it
+            return
+        if nice > self.worker_niceness:
+            print(f"[tune] this cluster's Ray workers run at nice {nice} (tune.worker_niceness asks for "
+                  f"{self.worker_niceness}): any normal-priority process on a node takes the CPU before "
+                  "training does; start the nodes with `RAY_worker_niceness=0 ray start ...` to change it",
+                  flush=True)
 
     def _route_logs(self) -> None:
         """Everything written to standard error while the session runs (Ray's, MLflow's and

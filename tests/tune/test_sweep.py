@@ -291,6 +291,8 @@ def test_job_submit(ray_head, tmp_path, smoke_root):
     s = _summary(tmp_path, name)
     assert s["n_trials"] == 2 and s["maps_computed"] == 30 and s["registered"]["alias"] == "champion"
     assert "[tune] registered singr-test" in out
+    # the head was started by a plain `ray start`: its workers run at Ray's default nice 15, and the sweep says so
+    assert "this cluster's Ray workers run at nice 15" in out, out[-3000:]
 
 
 # --------------------------------------------------------------------------- DDP: 2 workers == 1 worker
