@@ -72,6 +72,7 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if model:
         args["model"] = model
+    from tune.cluster import NICENESS_ENV
     from tune.registry import resolve_tracking_uri
 
     from .model import DEFAULT_MODEL, check_source
@@ -104,7 +105,7 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
     code = 0
     try:
         if address == "local":  # replicas at nice 0, not Ray's default 15, so that a busy machine does not
-            os.environ.setdefault("RAY_worker_niceness", "0")  # starve the endpoint (tune.session.RaySession)
+            os.environ.setdefault(NICENESS_ENV, "0")  # starve the endpoint (tune.session.RaySession)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
             signal.signal(s, _stop)

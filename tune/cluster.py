@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 NODE_RESOURCE_PREFIX = "singr_node_"
+NICENESS_ENV = "RAY_worker_niceness"  # the workers' nice value, read by a raylet when it starts (Ray's default 15)
 
 
 def node_label() -> str:
@@ -240,7 +241,7 @@ class LocalCluster:
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
                     "RAY_health_check_failure_threshold": "3",
                     # workers at nice 0, as in the sweep's own local Ray (tune.worker_niceness)
-                    "RAY_worker_niceness": "0"})
+                    NICENESS_ENV: "0"})
         return env
 
     # ---------------------------------------------------------------- up

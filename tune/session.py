@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 from singr.errors import SingrInputError
 
+from .cluster import NICENESS_ENV
 from .registry import sqlite_path
 
 __all__ = ["RaySession", "check_address", "check_tracking_store", "free_port"]
@@ -211,7 +212,7 @@ class RaySession:
                 api = f"http://127.0.0.1:{port}"
                 self.temp_dir = tempfile.mkdtemp(prefix="singr-ray-")
                 if self.worker_niceness is not None:  # read by the raylet it starts, as by `ray start`
-                    self._set_env("RAY_worker_niceness", str(int(self.worker_niceness)))
+                    self._set_env(NICENESS_ENV, str(int(self.worker_niceness)))
                 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                          log_to_driver=self.verbose, _temp_dir=self.temp_dir,
                          runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
@@ -243,7 +244,7 @@ class RaySession:
         if nice > self.worker_niceness:
             print(f"[tune] this cluster's Ray workers run at nice {nice} (tune.worker_niceness asks for "
                   f"{self.worker_niceness}): any normal-priority process on a node takes the CPU before "
-                  "training does; start the nodes with `RAY_worker_niceness=0 ray start ...` to change it",
+                  f"training does; start the nodes with `{NICENESS_ENV}=0 ray start ...` to change it",
                   flush=True)
 
     def _route_logs(self) -> None:
