@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from singr.errors import SingrInputError
 
-from .session import RaySession, check_address, check_tracking_store
+from .session import RaySession, check_address, check_tracking_store, driver_env
 
 
 def preflight(config: str, overrides: Sequence[str], resume: bool
@@ -35,7 +35,9 @@ def preflight(config: str, overrides: Sequence[str], resume: bool
         cfg = load_service_config(config, [*sweep_only, *overrides])
     plan = make_plan(cfg)
     found = find_cases(plan)  # raises naming the data folder; writes nothing
-    check_address(os.environ.get("RAY_ADDRESS", ""))
+    address = os.environ.get("RAY_ADDRESS", "")
+    os.environ.update(driver_env(address))  # before check_address, the first to import ray
+    check_address(address)
     check_tracking_store(plan.tracking_uri, cfg.mlflow.experiment)
     if not resume and (plan.sweep_dir / "tuner.pkl").exists():
         raise SingrInputError("a sweep of this name exists; pick another tune.name or drop --no-resume",

@@ -35,13 +35,45 @@ from singr.errors import SingrInputError
 from .cluster import NICENESS_ENV
 from .registry import sqlite_path
 
-__all__ = ["RaySession", "check_address", "check_tracking_store", "free_port"]
+__all__ = ["RaySession", "check_address", "check_tracking_store", "driver_env", "free_port"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _machine_ip() -> str | None:
+    """This machine's own network address, found as Ray finds it (the source address a UDP
+    socket would use towards a public address; nothing is sent); None without a route."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("8.8.8.8", 53))
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
+def driver_env(address: str, timeout: float = 2.0) -> dict[str, str]:
+    """What the environment must hold, before ``ray`` is first imported, for a driver to reach
+    the cluster at ``address``: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for a head that listens on
+    127.0.0.1 only (started with that setting, as ``scripts/cluster.sh`` and the sweep's own
+    Ray do). Without it Ray replaces a loopback address by the machine's address, which such a
+    head does not answer, and retries for ever. Empty for any other address."""
+    u = urlparse(address if "://" in address else f"tcp://{address}")
+    if address in ("auto", "local", "") or u.scheme != "tcp" or not u.port:
+        return {}
+    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return {}
+    ip = _machine_ip()
+    if ip is None or ip.startswith("127."):
+        return {}
+    try:
+        with socket.create_connection((ip, u.port), timeout=timeout):
+            return {}
+    except OSError:
+        return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:

@@ -127,6 +127,23 @@ def test_another_cluster_running_and_loopback_only(tmp_path, smoke_data, other_c
           "sockets, all on 127.0.0.1")
 
 
+def test_a_loopback_cluster_from_a_default_environment(tmp_path, smoke_data, other_cluster):
+    """A head listening on 127.0.0.1 only, named by RAY_ADDRESS from an environment without
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray's default on Linux): Ray alone rewrote the address to
+    the machine's and retried for ever (a user's sweep waited 10 minutes in silence); the sweep
+    finishes on that cluster, and says that its workers run at Ray's default nice 15."""
+    r = _run_sweep(tmp_path, smoke_data, "loopback", timeout=600,
+                   env_extra={"RAY_ADDRESS": other_cluster, "RAY_AUTH_MODE": "token",
+                              "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"},
+                   **{"tune.num_samples": 2, "train.epochs": 1})
+    assert r["code"] == 0, r["out"][-3000:] + r["err"][-3000:]
+    s = sweep_summary(tmp_path, "loopback")
+    assert s["n_trials"] == 2 and s["n_errors"] == 0
+    assert 'cluster {"CPU": 1.0}' in r["out"]  # the other cluster's one CPU, not a local Ray's two
+    assert "this cluster's Ray workers run at nice 15" in r["out"]
+    print(f"\n[hardening] loopback-only cluster from a default environment: 2 trials in {r['wall']:.0f} s")
+
+
 @pytest.mark.timeout(1500)
 def test_soak_under_cpu_load(tmp_path, smoke_data):
     """The sweep, repeated while another process keeps both cores busy: every run finishes.
