@@ -239,9 +239,9 @@ class LocalCluster:
                     "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
                     # a lost node is noticed in seconds, not minutes
                     "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
-                    "RAY_health_check_failure_threshold": "3",
-                    # workers at nice 0, as in the sweep's own local Ray (tune.worker_niceness)
-                    NICENESS_ENV: "0"})
+                    "RAY_health_check_failure_threshold": "3"})
+        # Ray's own worker nice value (15) here, not tune.worker_niceness: several nodes share one machine and
+        # their raylets, checked every second, must keep the CPU ahead of the training they host
         return env
 
     # ---------------------------------------------------------------- up

@@ -194,8 +194,10 @@ def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
     c, info = cluster_a
     name = "nodeloss"
     shared = Path(info.root) / "shared"
+    # 8 iterations an epoch: with 4 the whole trial took 32 s in one run, too short a window to see a
+    # checkpoint and the trial's node before it ended
     cmd = _submit_cmd(info, name, "tune.num_samples=1", "tune.cpus_per_worker=0.9", "train.epochs=6",
-                      "train.iters_per_epoch=4", "tune.max_failures=3")
+                      "train.iters_per_epoch=8", "tune.max_failures=3")
     proc = subprocess.Popen(cmd, env=_env(info.env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=info.root)
     out: list[str] = []
@@ -205,7 +207,11 @@ def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
     node = None
     while time.time() < deadline:
         snaps = list((shared / "ray" / name / "train_runs").glob("*/checkpoint_manager_snapshot.json"))
-        if snaps and "epoch_00002" in snaps[0].read_text():
+        try:  # the checkpoints kept so far (Ray Train keeps the best few: epoch 2's may be gone already)
+            kept = [e["checkpoint_dir_name"] for e in json.loads(snaps[0].read_text())["checkpoint_results"]]
+        except (IndexError, ValueError, KeyError):  # none yet, or being written
+            kept = []
+        if any(int(k.split("_")[1]) >= 2 for k in kept):
             snapshot = snaps[0]
             results = list((shared / "ray" / name).glob("*/result.json"))
             lines = results[0].read_text().splitlines() if results else []
