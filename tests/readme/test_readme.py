@@ -3,6 +3,7 @@ of the repository (see readme_blocks.py for the rules), so the README cannot dri
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +40,15 @@ def test_the_walkthrough_is_runnable_and_uses_the_small_configs():
         assert needed in text, f"the README's runnable blocks no longer run {needed!r}"
     ran = small(text)
     assert "synthetic.yaml" not in ran and "singr-synthetic" not in ran
+
+
+def test_no_runnable_block_pipes_into_a_reader_that_stops_early():
+    """The runner (and a careful user) runs with `set -o pipefail`: `curl ... | head -c 600` then fails
+    whenever head closes the pipe before curl has written everything (curl exit 23, a CI run lost to
+    it), so the walk-through reads files, not truncated pipes."""
+    early = re.compile(r"\|\s*(head|grep\s+(-\w*[qm]\w*))\b")
+    bad = [(b.line, ln) for b in runnable_blocks(README) for ln in b.text.splitlines() if early.search(ln)]
+    assert not bad, f"README blocks (line, command) pipe into a reader that may stop early: {bad}"
 
 
 def _free(port: int) -> bool:
