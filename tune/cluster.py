@@ -44,9 +44,11 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 NODE_RESOURCE_PREFIX = "singr_node_"
+NODE_PORTS = ("node_manager", "object_manager", "agent_listen", "agent_grpc", "metrics", "runtime_env")  # every node
+HEAD_PORTS = ("gcs", "dashboard", "client")  # the head's as well
 NICENESS_ENV = "RAY_worker_niceness"  # the workers' nice value, read by a raylet when it starts (Ray's default 15)
 
 
@@ -71,10 +73,30 @@ def node_label() -> str:
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that are free on ``host`` now.
+
+    All ``n`` sockets are bound before any is closed, so the kernel cannot hand out the same port
+    twice; picked one at a time (bind, close, bind again) it can, and did: two Ray components of one
+    node got port 32959 and its `ray start` refused ("trying to use a port number ... used by other
+    components")."""
+    if n < 0:
+        raise ValueError(f"free_ports: n must be >= 0, got {n}")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One TCP port free on ``host`` now (several at once: :func:`free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -268,19 +290,19 @@ class LocalCluster:
         if r.returncode != 0:
             raise RuntimeError(f"`ray start` of node {node.name} failed (exit {r.returncode}); see {log}")
 
-    def _ports(self, head: bool, index: int) -> dict[str, int]:
-        names = ["node_manager", "object_manager", "agent_listen", "agent_grpc", "metrics", "runtime_env"]
-        if head:
-            names += ["gcs", "dashboard", "client"]
-        ports = {n: _free_port() for n in names}  # the kernel's ephemeral range (32768 and up here)
+    def _ports(self, head: bool, index: int, picked: Iterator[int]) -> dict[str, int]:
+        """A node's ports: Ray's components from ``picked`` (the kernel's ephemeral range, 32768 and up
+        here; all of the cluster's picked at once so that no two components share one), its workers'
+        range from the cluster's folder."""
+        names = NODE_PORTS + (HEAD_PORTS if head else ())
+        ports = {n: next(picked) for n in names}
         # worker ports: a range below the ephemeral range, so they never meet the ports above; one
         # range per node, the cluster's offset from its folder (two clusters side by side differ)
         base = 10000 + int(hashlib.sha1(str(self.root).encode()).hexdigest(), 16) % 8 * 2400 + 400 * index
         ports["min_worker"], ports["max_worker"] = base, base + 399
         return ports
 
-    def _start_mlflow(self) -> str:
-        port = _free_port()
+    def _start_mlflow(self, port: int) -> str:
         store = self.root / "mlflow"
         (store / "artifacts").mkdir(parents=True, exist_ok=True)
         log = open(self.root / "logs" / "mlflow.log", "ab")
@@ -314,9 +336,12 @@ class LocalCluster:
             f.unlink()
         if self.tmp_base.exists():
             shutil.rmtree(self.tmp_base, ignore_errors=True)
-        head = NodeInfo("head", True, 0.0, str(self.tmp_base / "head"), self._ports(True, 0))
-        workers = [NodeInfo(f"worker{i}", False, self.cpus, str(self.tmp_base / f"worker{i}"), self._ports(False, i))
-                   for i in range(1, self.n_workers + 1)]
+        n_ports = len(HEAD_PORTS) + len(NODE_PORTS) * (1 + self.n_workers) + 1  # the nodes' and MLflow's
+        picked = iter(free_ports(n_ports))  # one batch: all distinct
+        head = NodeInfo("head", True, 0.0, str(self.tmp_base / "head"), self._ports(True, 0, picked))
+        workers = [NodeInfo(f"worker{i}", False, self.cpus, str(self.tmp_base / f"worker{i}"),
+                            self._ports(False, i, picked)) for i in range(1, self.n_workers + 1)]
+        mlflow_port = next(picked)
         gcs = f"127.0.0.1:{head.ports['gcs']}"
         info = ClusterInfo(str(self.root), gcs, f"http://127.0.0.1:{head.ports['dashboard']}", None,
                            [head, *workers], self.python)
@@ -326,7 +351,7 @@ class LocalCluster:
             for w in workers:
                 self._ray_start(w, gcs, self.root / "logs" / f"{w.name}.log")
             if self.with_mlflow:
-                info.mlflow = self._start_mlflow()
+                info.mlflow = self._start_mlflow(mlflow_port)
             self._save(info)
             self.wait_nodes(1 + len(workers))
         except BaseException:

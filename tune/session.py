@@ -32,16 +32,10 @@ from urllib.parse import urlparse
 
 from singr.errors import SingrInputError
 
-from .cluster import NICENESS_ENV
+from .cluster import NICENESS_ENV, free_port
 from .registry import sqlite_path
 
 __all__ = ["RaySession", "check_address", "check_tracking_store", "driver_env", "free_port"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _machine_ip() -> str | None:

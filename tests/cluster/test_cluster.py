@@ -177,10 +177,10 @@ def test_driver_killed_then_resubmitted(cluster_a):
 
 
 def test_mlflow_down_at_submit_is_a_clear_error(cluster_a, tmp_path):
-    from tune.cluster import _free_port
+    from tune.cluster import free_port
 
     _, info = cluster_a
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     t0 = time.time()
     p = subprocess.run(_submit_cmd(info, "nomlflow", f"mlflow.tracking_uri={dead}"), env=_env(info.env()),
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -294,7 +294,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
     from singr.data.synth import synthesize_dataset
     from singr.engine.bundle import write_bundle
     from singr.engine.trainer import fit
-    from tune.cluster import _free_port
+    from tune.cluster import free_port
 
     c, info = cluster_b
     cfg = load_config("smoke.yaml", [f"data.root={tmp_path / 'data'}", f"output_dir={tmp_path / 'run'}",
@@ -302,7 +302,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
     synthesize_dataset(tmp_path / "data", n_cases=6, shape=(32, 32, 32), seed=0, progress=False)
     res = fit(cfg, progress=False)
     bundle = write_bundle(tmp_path / "model", [res.best_checkpoint], names=["best.safetensors"])
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1],
                                "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                                "--artifacts-destination", str(tmp_path / "artifacts")],
@@ -326,7 +326,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
         client = mlflow.tracking.MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.set_registered_model_alias("singr-endpoint", "champion", "1")
         mlflow.set_tracking_uri(None)
-        port = _free_port()
+        port = free_port()
         serve_cfg = tmp_path / "serve.yaml"
         serve_cfg.write_text(json.dumps({
             "http_options": {"host": "127.0.0.1", "port": port},

@@ -13,7 +13,6 @@ import gzip
 import inspect
 import json
 import os
-import socket
 import statistics
 import time
 import types
@@ -23,6 +22,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from tune.cluster import free_port
 
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
@@ -36,11 +37,6 @@ UPLOAD_LIMIT_MB = 16
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_smoke(work: Path) -> None:
@@ -82,7 +78,7 @@ def server(trained):
 
     from serve.app import make_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              namespace="singr-serve-test")
     try:

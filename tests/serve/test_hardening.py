@@ -21,6 +21,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tune.cluster import free_port
+
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
@@ -30,11 +32,6 @@ BIN = Path(PY).parent
 KEY = "sekret-key"
 MODS = ("flair", "t1", "t1ce", "t2")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _nii_gz(array: np.ndarray, affine: np.ndarray | None = None, header=None) -> bytes:
@@ -55,7 +52,7 @@ def hardened(smoke_model):
 
     from serve.app import make_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="singr-harden")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -267,7 +264,7 @@ def _descendants(pid: int) -> set[int]:
 def test_serve_exits_with_the_load_error(tmp_path):
     bad = tmp_path / "corrupt.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all" + b"\0" * 100)
-    p = subprocess.run([str(BIN / "singr"), "serve", "--model", str(bad), "--port", str(_free_port())],
+    p = subprocess.run([str(BIN / "singr"), "serve", "--model", str(bad), "--port", str(free_port())],
                        cwd=tmp_path, env=_serve_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
     assert "failed to load" in p.stdout and "cannot read checkpoint" in p.stdout
@@ -276,7 +273,7 @@ def test_serve_exits_with_the_load_error(tmp_path):
 def test_sigterm_stops_serve_cleanly(smoke_model, tmp_path):
     from tune.cluster import _alive
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(BIN / "singr"), "serve", "--model", str(smoke_model["checkpoint"]), "--port",
                              str(port)], cwd=tmp_path, env=_serve_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +26,8 @@ from urllib.parse import urlsplit
 import nibabel as nib
 import numpy as np
 import pytest
+
+from tune.cluster import free_port
 
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
@@ -68,11 +69,6 @@ def chromium() -> Path:
 
 # --------------------------------------------------------------------------- fixtures (from test_endpoint.py)
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _train_smoke(work: Path) -> None:
     """``singr synth -c smoke.yaml && singr train -c smoke.yaml`` in ``work``, in-process."""
@@ -113,7 +109,7 @@ def server(trained):
 
     from serve.app import make_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              namespace="singr-viewer-test")
     try:

@@ -65,15 +65,15 @@ def _run_sweep(work: Path, data: Path, name: str, watch_sockets: bool = False, e
 def other_cluster():
     """A second Ray cluster on this machine (`ray start --head`, its own temp dir), named by
     /tmp/ray/ray_current_cluster; stopped by PID afterwards. The file is restored."""
-    from tune.cluster import _free_port, find_processes, stop_processes
+    from tune.cluster import find_processes, free_ports, stop_processes
 
     saved = CURRENT.read_bytes() if CURRENT.exists() else None
     tmp = Path(f"/tmp/rt_{uuid.uuid4().hex[:6]}")
-    port = _free_port()
+    port, dashboard, client = free_ports(3)
     env = tune_env()
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-           f"--port={port}", f"--dashboard-port={_free_port()}", "--num-cpus=1", f"--temp-dir={tmp}",
-           f"--ray-client-server-port={_free_port()}", "--disable-usage-stats"]
+           f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1", f"--temp-dir={tmp}",
+           f"--ray-client-server-port={client}", "--disable-usage-stats"]
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert p.returncode == 0, p.stdout + p.stderr

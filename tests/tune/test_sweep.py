@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tune.cluster import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 BIN = Path(PY).parent
@@ -227,17 +229,12 @@ def test_mlflow_runs_and_registered_model(resumed_sweep):
 
 # --------------------------------------------------------------------------- ray job submit
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def ray_head():
     """`ray start --head` on loopback with its own temp dir; stopped by pid (only its processes)."""
     tmp = Path(f"/tmp/rt_{uuid.uuid4().hex[:6]}")
-    port, dash = _free_port(), _free_port()
+    port, dash = free_ports(2)
     env = _env()
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
            f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={tmp}",
