@@ -68,12 +68,15 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         raise SingrInputError(f"binding to {host} (not loopback) needs an API key: pass --api-key or set "
                               "$SINGR_API_KEY (clients send it in the X-API-Key header)")
     args["api_key"] = key or None
-    if is_loopback(host):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if model:
-        args["model"] = model
     from tune.cluster import NICENESS_ENV
     from tune.registry import resolve_tracking_uri
+    from tune.session import driver_env
+
+    if is_loopback(host):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.update(driver_env(address))  # a loopback-only cluster, whatever the host (as `python -m tune` does)
+    if model:
+        args["model"] = model
 
     from .model import DEFAULT_MODEL, check_source
 
