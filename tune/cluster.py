@@ -144,6 +144,21 @@ def find_processes(markers: Sequence[str]) -> set[int]:
     return {p for p in descendants(found) if p != me}
 
 
+def ensure_auth_token(ray_bin: Path | str, env: dict[str, str] | None = None) -> None:
+    """Make sure Ray's token (``~/.ray/auth_token``, or ``RAY_AUTH_TOKEN[_PATH]``) exists before a head starts.
+
+    ``ray start --head`` (Ray 2.60) never creates a token (only a local ``ray.init()`` does): with
+    ``RAY_AUTH_MODE=token`` it refuses to start without one ("Token authentication is enabled but no
+    authentication token was found"), and without that variable it starts with authentication off, so
+    clients that send ``RAY_AUTH_MODE=token`` are refused. On a fresh machine the first local cluster
+    failed that way. ``ray get-auth-token --generate`` (Ray's own command) writes one where every node
+    and client reads it, and keeps an existing one; the token is not printed."""
+    r = subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"`ray get-auth-token --generate` failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
+
+
 def stop_processes(pids: set[int], grace_s: float = 10.0) -> set[int]:
     """SIGTERM, then SIGKILL after ``grace_s``; returns the processes still alive (none)."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -347,6 +362,7 @@ class LocalCluster:
                            [head, *workers], self.python)
         self._save(info)
         try:
+            ensure_auth_token(self.bin / "ray", self._env())
             self._ray_start(head, None, self.root / "logs" / "head.log")
             for w in workers:
                 self._ray_start(w, gcs, self.root / "logs" / f"{w.name}.log")

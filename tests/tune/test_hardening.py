@@ -65,12 +65,13 @@ def _run_sweep(work: Path, data: Path, name: str, watch_sockets: bool = False, e
 def other_cluster():
     """A second Ray cluster on this machine (`ray start --head`, its own temp dir), named by
     /tmp/ray/ray_current_cluster; stopped by PID afterwards. The file is restored."""
-    from tune.cluster import find_processes, free_ports, stop_processes
+    from tune.cluster import ensure_auth_token, find_processes, free_ports, stop_processes
 
     saved = CURRENT.read_bytes() if CURRENT.exists() else None
     tmp = Path(f"/tmp/rt_{uuid.uuid4().hex[:6]}")
     port, dashboard, client = free_ports(3)
     env = tune_env()
+    ensure_auth_token(BIN / "ray", env)  # a fresh machine has none, and `ray start` makes none
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
            f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=1", f"--temp-dir={tmp}",
            f"--ray-client-server-port={client}", "--disable-usage-stats"]

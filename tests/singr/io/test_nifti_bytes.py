@@ -4,7 +4,6 @@ small multiple of the image, and written label maps carry geometry but no free t
 from __future__ import annotations
 
 import gzip
-import time
 import tracemalloc
 
 import nibabel as nib
@@ -22,14 +21,13 @@ def _gz(array: np.ndarray, affine=None, header=None) -> bytes:
 def test_voxel_limit_is_checked_before_decompressing():
     bomb = _gz(np.zeros((320, 320, 320), np.uint8))  # 32.8 M voxels in ~32 kB
     assert len(bomb) < 200_000
-    t0 = time.perf_counter()
     tracemalloc.start()
     with pytest.raises(NiftiBytesError, match=r"32768000 voxels, over the limit of 16777216") as e:
         read_nifti_bytes(bomb, name="t2.nii.gz", max_voxels=256 ** 3)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert e.value.kind == "too_large" and e.value.path == "t2.nii.gz"
-    assert peak < 2_000_000 and time.perf_counter() - t0 < 1.0  # nothing was inflated
+    assert peak < 2_000_000  # nothing was inflated (32.8 MB if it had been)
 
 
 def test_a_stream_is_never_inflated_past_its_header():
