@@ -3,15 +3,17 @@ registry, turned into singr's one :class:`~singr.engine.infer.Predictor`. No Ray
 
 A model source is a path (``best.safetensors``, a model folder with ``singr-model.json``),
 ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``<name>@<alias>``. The
-identity the endpoint shows names the model, never a path on the server. Its ``card`` is
+identity the endpoint shows names the model, never a path on the server (:func:`scrub_paths`
+cuts every path in it, the card's included, to its last name). Its ``card`` is
 the model card stored with the model (``card.json`` in the model folder, written when the
 tuning service registered it: :mod:`tune.card`); null for a model without one.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from singr.errors import SingrInputError
@@ -23,6 +25,30 @@ DEFAULT_MODEL = "models:/singr-synthetic@champion"
 class LoadedModel:
     predictor: Any                      # singr.engine.infer.Predictor
     identity: dict[str, Any] = field(default_factory=dict)
+
+
+_URI_PATH = re.compile(r"\b(sqlite|file):/{2,}[^\s'\"]*")
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+[^\s/'\"]*")
+
+
+def _short(path: str) -> str:
+    name = PurePosixPath(path.rstrip("/")).name
+    return f".../{name}" if name else "..."
+
+
+def scrub_paths(obj: Any) -> Any:
+    """``obj`` (JSON-like) with every server path cut to its last name: ``/srv/runs/x/best.safetensors``
+    -> ``.../best.safetensors``, ``sqlite:////srv/mlflow.db`` -> ``sqlite:.../mlflow.db``, inside longer
+    strings too. Names, digests, versions and ``models:/`` URIs are kept; what the endpoint shows must not
+    map the server's disk (the card stored with a model names its data, cache and runs folders)."""
+    if isinstance(obj, dict):
+        return {k: scrub_paths(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_paths(v) for v in obj]
+    if isinstance(obj, str) and "/" in obj:
+        out = _URI_PATH.sub(lambda m: f"{m.group(1)}:{_short(m.group(0).split(':', 1)[1])}", obj)
+        return _ABS_PATH.sub(lambda m: _short(m.group(0)), out)
+    return obj
 
 
 def _sha256(path: Path) -> str:
@@ -86,4 +112,4 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
         "device": str(pred.device),
         "card": read_card(local),
     })
-    return LoadedModel(predictor=pred, identity=ident)
+    return LoadedModel(predictor=pred, identity=scrub_paths(ident))

@@ -396,7 +396,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(model=args.model, host=args.host, port=args.port, config=args.serve_config,
                tracking_uri=args.tracking_uri, replicas=args.replicas,
                max_ongoing_requests=args.max_ongoing_requests, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
-               address=args.address, api_key=args.api_key)
+               address=args.address, api_key=_api_key(args.api_key, args.api_key_file))
+
+
+def _api_key(given: str | None, path: str | None) -> str | None:
+    """The endpoint's key from ``--api-key-file`` (first line, stripped) or ``--api-key``; the latter
+    is visible to every local user in ``ps``, so it is accepted with a warning. None: the
+    environment's ``$SINGR_API_KEY`` or the config decides."""
+    if given and path:
+        raise SingrInputError("pass either --api-key or --api-key-file, not both")
+    if path:
+        try:
+            lines = Path(path).read_text().strip().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SingrInputError(f"cannot read the API key file ({type(e).__name__}: {e})", path=path) from None
+        if not lines or not lines[0].strip():
+            raise SingrInputError("the API key file is empty; expected the key on its first line", path=path)
+        return lines[0].strip()
+    if given:
+        print("singr serve: warning: a key given with --api-key is visible to every local user (ps, /proc); "
+              "prefer --api-key-file FILE or $SINGR_API_KEY", file=sys.stderr)
+    return given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -579,8 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ongoing-requests", type=int, help="per replica (default: the config's)")
     p.add_argument("--num-gpus", type=float, help="GPUs per replica (default: the config's, 0)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica (default: the config's, 1)")
-    p.add_argument("--api-key", help="require this key in the X-API-Key header (default $SINGR_API_KEY; "
-                   "required when binding to a non-loopback address)")
+    p.add_argument("--api-key-file", metavar="FILE", help="require the key on this file's first line in the "
+                   "X-API-Key header (default $SINGR_API_KEY; a key is required when binding to a non-loopback "
+                   "address)")
+    p.add_argument("--api-key", help="the key itself (visible to other local users in ps: prefer --api-key-file "
+                   "or $SINGR_API_KEY)")
     p.add_argument("--address", default="local",
                    help="Ray address: 'local' starts a Ray instance of its own (default); 'auto' joins a running one")
     p.set_defaults(func=cmd_serve)

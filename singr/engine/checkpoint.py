@@ -103,6 +103,25 @@ def is_safetensors(path: str | Path) -> bool:
     return 2 <= n < (1 << 30) and head[8:9] == b"{"
 
 
+_PICKLE_STARTS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")  # torch.save: zip, or pickle 2-5
+
+
+def _not_a_pickle(path: Path) -> str | None:
+    """Why a file that is not safetensors is no torch pickle either (empty, a broken safetensors
+    header, something else), or None when it starts like one. Only a real pickle earns the advice
+    to pass ``--trust-checkpoint``; a broken file is called broken."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty checkpoint file (0 bytes); copy or download it again"
+    if head.startswith(_PICKLE_STARTS):
+        return None
+    if path.suffix == CHECKPOINT_SUFFIX:
+        return (f"broken safetensors checkpoint: its header is not a safetensors header (first bytes {head[:9]!r}: "
+                "expected an 8-byte length, then JSON); the file is truncated or corrupt, copy or download it again")
+    return f"not a checkpoint: neither safetensors nor a torch file (first bytes {head[:9]!r})"
+
+
 def _load_pickle(path: Path, map_location: Any) -> Checkpoint:
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
@@ -128,6 +147,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise SingrInputError("checkpoint file not found", path=path)
     if not is_safetensors(path):
+        broken = _not_a_pickle(path)
+        if broken:
+            raise SingrInputError(broken, path=path)
         if not trust:
             raise SingrInputError(
                 "not a safetensors checkpoint: it looks like a torch pickle (singr 0.1's .pt format), and "
@@ -140,7 +162,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise SingrInputError(f"cannot read checkpoint ({type(e).__name__}: {e})", path=path) from e
+        raise SingrInputError(f"broken safetensors checkpoint: truncated or corrupt ({type(e).__name__}: {e}); "
+                              "copy or download it again", path=path) from e
     if _META_KEY not in meta:
         raise SingrInputError("a safetensors file without singr metadata; expected a checkpoint written by singr",
                               path=path)

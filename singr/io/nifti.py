@@ -21,12 +21,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from ..errors import SingrInputError
 from .atomic import atomic_write
 
 __all__ = ["read_nifti", "write_nifti", "nifti_spacing", "nifti_image", "nifti_bytes", "read_nifti_bytes",
-           "NiftiBytesError", "check_affine", "voxel_ml"]
+           "NiftiBytesError", "check_affine", "check_voxel_size", "voxel_ml"]
 
 _NIFTI_CLASSES = (nib.Nifti1Image, nib.Nifti2Image)
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -74,6 +75,28 @@ def voxel_ml(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]))) / 1000.0
 
 
+def check_voxel_size(head: bytes, *, case: str | None = None, path: str | Path | None = None) -> None:
+    """Refuse a header whose voxel size (``pixdim[1:4]``, read from its raw bytes ``head``) is zero,
+    negative or not finite. nibabel's own header check sets a zero size to 1 mm without a word, so
+    such a file was segmented with volumes and distances on a made-up grid. Bytes that are no
+    NIfTI header are left to the reader's own errors."""
+    klass: Any = None
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        klass = nib.Nifti1Header
+    elif len(head) >= 540 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        klass = nib.Nifti2Header
+    if klass is None:
+        return
+    try:
+        pixdim = [float(v) for v in klass(binaryblock=head[:klass.sizeof_hdr], check=False)["pixdim"][1:4]]
+    except Exception:  # noqa: BLE001 - a header nibabel cannot parse is reported by the reader
+        return
+    if not all(math.isfinite(v) and v > 0 for v in pixdim):
+        raise SingrInputError(f"the header's voxel size (pixdim[1:4]) is {pixdim}; expected finite sizes above 0 mm "
+                              "(a zero, negative or NaN voxel size makes volumes and distances meaningless)",
+                              case=case, path=path)
+
+
 def read_nifti(path: str | Path, *, case: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """Read a NIfTI file (``.nii`` or ``.nii.gz``): ``(array, affine, header)``.
 
@@ -94,6 +117,12 @@ def read_nifti(path: str | Path, *, case: str | None = None) -> tuple[np.ndarray
     if not isinstance(img, _NIFTI_CLASSES):
         raise SingrInputError(f"not a NIfTI file (nibabel read it as {type(img).__name__}); "
                               "expected .nii or .nii.gz", case=case, path=path)
+    try:
+        with ImageOpener(str(path)) as f:
+            head = f.read(540)
+    except Exception as err:  # noqa: BLE001 - truncated gzip and the like
+        raise SingrInputError(f"cannot read the header ({type(err).__name__}: {err})", case=case, path=path) from err
+    check_voxel_size(head, case=case, path=path)
     try:
         array = np.asarray(img.dataobj)
     except Exception as err:  # EOFError, OSError, zlib.error on truncated or corrupt data
@@ -176,6 +205,9 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, header: Any = None, *, co
 
 # --------------------------------------------------------------------------- uploads
 
+_DEFLATE_MAX_RATIO = 1032  # deflate inflates at most about 1032:1, so n gzip bytes never hold more than 1032 n
+
+
 class _Stream:
     """Sequential reader over plain or gzip bytes that never inflates more than asked for.
 
@@ -237,6 +269,34 @@ class _Stream:
         return got
 
 
+def _read_data(stream: _Stream, head: bytearray, got: int, offset: int, nbytes: int) -> tuple[bytearray, int]:
+    """The ``nbytes`` of voxel data that start at byte ``offset`` (``head`` holds the first ``got`` bytes).
+
+    Memory follows the bytes that actually arrive, never the header's claims: the gap up to
+    ``offset`` is skipped through a small scratch buffer, and the data buffer grows piece by piece.
+    A 66-byte upload announcing a 1 GB ``vox_offset`` (or a full-size image) costs a megabyte, not
+    the gigabyte a buffer sized from the header took. Returns fewer than ``nbytes`` bytes when the
+    stream ends early (the caller reports it), with the number of the file's bytes seen."""
+    buf = bytearray(head[offset:got]) if got > offset else bytearray()
+    del buf[nbytes:]
+    seen = got
+    scratch = bytearray(min(_Stream.OUT_CHUNK, max(nbytes, offset - got, 1)))
+    skip = max(0, offset - got)
+    while skip:
+        n = stream.read_into(memoryview(scratch)[:min(len(scratch), skip)])
+        if n == 0:
+            return bytearray(), seen
+        skip -= n
+        seen += n
+    while len(buf) < nbytes:
+        n = stream.read_into(memoryview(scratch)[:min(len(scratch), nbytes - len(buf))])
+        if n == 0:
+            break
+        buf += memoryview(scratch)[:n]
+        seen += n
+    return buf, seen
+
+
 def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None = None,
                      max_size: int | None = None, max_voxels: int | None = None
                      ) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -267,6 +327,7 @@ def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None =
         raise NiftiBytesError(f"{what} a single-file NIfTI image (no n+1/n+2 magic); expected .nii or .nii.gz",
                               case=case, path=name)
     size = klass.sizeof_hdr  # type: ignore[attr-defined]
+    check_voxel_size(bytes(head[:size]), case=case, path=name)
     try:
         hdr = klass(binaryblock=bytes(head[:size]), check=True)
         shape = tuple(int(s) for s in hdr.get_data_shape())
@@ -286,16 +347,15 @@ def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None =
     if max_size is not None and need > max_size:
         raise NiftiBytesError(f"image of shape {shape} ({dtype}) needs {need} bytes, over the limit of "
                               f"{max_size} bytes per file", kind="too_large", case=case, path=name)
-    buf = bytearray(need)
-    k = min(got, need)
-    buf[:k] = head[:k]
-    if need > got:
-        more = stream.read_into(memoryview(buf)[got:])
-        if got + more < need:
-            what = "truncated gzip data" if gz else "file truncated"
-            raise NiftiBytesError(f"{what}: {got + more} bytes of the {need} its header announces",
-                                  case=case, path=name)
-    array: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=buf, offset=offset, order="F")
+    most = len(data) * _DEFLATE_MAX_RATIO + 1024 if gz else len(data)  # what the bytes sent could hold
+    if need > most:
+        raise NiftiBytesError(f"{'truncated gzip data' if gz else 'file truncated'}: the header announces {need} "
+                              f"bytes, more than the {len(data)} bytes sent can hold", case=case, path=name)
+    buf, seen = _read_data(stream, head, got, offset, nvox * dtype.itemsize)
+    if len(buf) < nvox * dtype.itemsize:
+        what = "truncated gzip data" if gz else "file truncated"
+        raise NiftiBytesError(f"{what}: {seen} bytes of the {need} its header announces", case=case, path=name)
+    array: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=buf, order="F")
     slope, inter = hdr.get_slope_inter()
     if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
         array = array.astype(np.float32) * np.float32(slope) + np.float32(inter or 0.0)

@@ -263,7 +263,7 @@ def test_serve_exits_with_the_load_error(tmp_path):
     p = subprocess.run([str(BIN / "singr"), "serve", "--model", str(bad), "--port", str(free_port())],
                        cwd=tmp_path, env=_serve_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
-    assert "failed to load" in p.stdout and "cannot read checkpoint" in p.stdout
+    assert "failed to load" in p.stdout and "broken safetensors checkpoint" in p.stdout
 
 
 def test_sigterm_stops_serve_cleanly(smoke_model, tmp_path):

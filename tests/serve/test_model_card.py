@@ -22,6 +22,7 @@ def _replica(**settings):
 
 
 def test_v1_model_returns_the_card(smoke_model, tmp_path):
+    from serve.model import scrub_paths
     from singr.config import load_config
     from singr.engine.bundle import write_bundle
     from tune.card import CARD_FILE, build_card, card_markdown, write_card
@@ -35,7 +36,10 @@ def test_v1_model_returns_the_card(smoke_model, tmp_path):
     write_card(folder, card)
     obj = _replica(model=str(folder), device="cpu")
     got = asyncio.run(obj.model(types.SimpleNamespace(headers={})))
-    assert got["card"] == json.loads((folder / CARD_FILE).read_text())
+    stored = json.loads((folder / CARD_FILE).read_text())
+    assert str(smoke_model["work"]) in json.dumps(stored)  # the stored card names the server's folders...
+    assert got["card"] == scrub_paths(stored)
+    assert str(tmp_path) not in json.dumps(got) and str(smoke_model["work"]) not in json.dumps(got)  # ...served: no
     assert got["card"]["model"]["regions"] == ["TC", "WT", "ET"] and got["card"]["model"]["parameters"] > 1000
     assert got["card"]["data"]["split"] == {k: len(v) for k, v in split.items() if k in ("train", "val", "test")}
     assert "Not for clinical decisions" in got["card"]["intended_use"]

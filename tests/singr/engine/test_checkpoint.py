@@ -90,21 +90,24 @@ def test_old_checkpoints_load_only_when_trusted_and_convert(tmp_path):
                                            model.state_dict()["conv_0.conv_0.conv.weight"])
 
 
-@pytest.mark.parametrize("content,needle", [
-    (b"", "not a safetensors checkpoint"),
-    (b"garbage" * 100, "not a safetensors checkpoint"),
+@pytest.mark.parametrize("name,content,needle", [
+    ("x.safetensors", b"", "empty checkpoint file"),
+    ("x.safetensors", b"garbage" * 100, "broken safetensors checkpoint: its header"),
+    ("x.safetensors", bytes(range(7, 256)) * 16, "broken safetensors checkpoint"),
+    ("x.bin", b"garbage" * 100, "not a checkpoint: neither safetensors nor a torch file"),
 ])
-def test_foreign_files_are_clear_errors(tmp_path, content, needle):
-    p = tmp_path / "x.safetensors"
+def test_foreign_files_are_clear_errors(tmp_path, name, content, needle):
+    p = tmp_path / name
     p.write_bytes(content)
-    with pytest.raises(SingrInputError, match=needle):
+    with pytest.raises(SingrInputError, match=needle) as e:
         load_checkpoint(p)
+    assert "trust-checkpoint" not in str(e.value)  # a broken file is no reason to load pickles
     with pytest.raises(SingrInputError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")
     cfg, model = _small()
     good = save_checkpoint(tmp_path / "good.safetensors", Checkpoint(model.state_dict(), META, cfg.to_dict()))
     data = good.read_bytes()
     good.write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.raises(SingrInputError, match="cannot read checkpoint"):
+    with pytest.raises(SingrInputError, match="broken safetensors checkpoint: truncated or corrupt"):
         load_checkpoint(good)
     assert os.path.getsize(good) > 0

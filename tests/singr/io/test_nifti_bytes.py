@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gzip
 import tracemalloc
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from singr.io import NiftiBytesError, nifti_bytes, read_nifti_bytes, write_nifti
+from singr.errors import SingrInputError
+from singr.io import NiftiBytesError, nifti_bytes, read_nifti, read_nifti_bytes, write_nifti
 
 
 def _gz(array: np.ndarray, affine=None, header=None) -> bytes:
@@ -78,3 +80,78 @@ def test_label_maps_keep_geometry_and_drop_free_text(tmp_path):
         assert np.allclose(out.affine, affine) and h.get_zooms()[:3] == pytest.approx((0.9, 0.9, 2.5))
         assert int(h["sform_code"]) == 2 and int(h["qform_code"]) == 1
         assert b"Jane" not in out.to_bytes() if hasattr(out, "to_bytes") else True
+
+
+def _lying_offset(offset: int, body: bytes = b"") -> bytes:
+    """A 2 x 2 x 2 float32 header whose vox_offset points far past the bytes that follow."""
+    hdr = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header
+    hdr.set_data_offset(offset)
+    return hdr.binaryblock + b"\0" * 4 + body
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_header_cannot_make_the_reader_allocate(gz):
+    """A 66-byte gzip upload announcing vox_offset 1e9 once made the replica allocate about 1 GB
+    before refusing it; now it is refused from its size, and memory stays at a few kB."""
+    raw = _lying_offset(1_000_000_000)
+    data = gzip.compress(raw) if gz else raw
+    assert len(data) < 400
+    tracemalloc.start()
+    with pytest.raises(NiftiBytesError, match="truncated") as e:
+        read_nifti_bytes(data, name="t1.nii.gz" if gz else "t1.nii", max_size=2 << 30)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "1000000032 bytes" in str(e.value) and e.value.path == ("t1.nii.gz" if gz else "t1.nii")
+    assert peak < 64 * 1024, peak
+
+
+def test_a_refused_upload_costs_a_small_multiple_of_what_it_holds():
+    """Within what its bytes could hold, a truncated stream costs about what it inflates to, never
+    what the header announces (here 64 MB announced, 3 MB present)."""
+    hdr = nib.Nifti1Image(np.zeros((256, 256, 256), np.float32), np.eye(4)).header
+    hdr.set_data_offset(352)
+    present = np.random.default_rng(0).random((3 << 20) // 4).astype(np.float32).tobytes()
+    data = gzip.compress(hdr.binaryblock + b"\0" * 4 + present, compresslevel=1)  # 3 of the 64 MB announced
+    assert len(data) * 1032 > 256 ** 3 * 4  # the size bound alone cannot refuse it
+    tracemalloc.start()
+    with pytest.raises(NiftiBytesError, match="truncated gzip data"):
+        read_nifti_bytes(data, max_size=1 << 30)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 * (3 << 20), peak
+
+
+def _with_pixdim(value: float, axis: int, codes: tuple[int, int]) -> bytes:
+    """A valid 4 x 4 x 4 image whose header bytes are then edited: pixdim[axis] and (qform, sform) codes."""
+    raw = bytearray(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)).to_bytes())
+    hdr = nib.Nifti1Header(binaryblock=bytes(raw[:348]), check=False)
+    hdr["pixdim"][axis] = value
+    hdr["qform_code"], hdr["sform_code"] = codes
+    raw[:348] = hdr.binaryblock
+    return gzip.compress(bytes(raw))
+
+
+@pytest.mark.parametrize("codes", [(1, 0), (0, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("value,axis", [(0.0, 1), (-1.0, 2), (float("nan"), 3), (float("inf"), 1)])
+def test_a_degenerate_voxel_size_is_refused_naming_the_file(codes, value, axis):
+    """pixdim[1] = 0 with only a qform (or no codes) was answered with volumes on 1 mm: nibabel sets a
+    zero voxel size to 1 without a word. Every zero, negative or non-finite voxel size is refused."""
+    with pytest.raises(SingrInputError, match=r"voxel size \(pixdim\[1:4\]\)") as e:
+        read_nifti_bytes(_with_pixdim(value, axis, codes), name="flair.nii.gz", case="c1")
+    assert not isinstance(e.value, NiftiBytesError)  # a 422 at the endpoint, not a 415
+    assert e.value.path == "flair.nii.gz" and e.value.case == "c1"
+
+
+def test_a_valid_voxel_size_still_reads():
+    arr, affine, hdr = read_nifti_bytes(_with_pixdim(0.9, 1, (1, 0)), name="flair.nii.gz")
+    assert arr.shape == (4, 4, 4) and hdr.get_zooms()[0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_file_on_disk_with_a_zero_voxel_size_is_refused(tmp_path, suffix):
+    data = _with_pixdim(0.0, 1, (1, 0))
+    f = tmp_path / f"flair{suffix}"
+    f.write_bytes(data if suffix == ".nii.gz" else gzip.decompress(data))
+    with pytest.raises(SingrInputError, match=r"voxel size \(pixdim\[1:4\]\) is \[0.0, 1.0, 1.0\]") as e:
+        read_nifti(f, case="c1")
+    assert Path(e.value.path) == f
