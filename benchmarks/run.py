@@ -19,6 +19,9 @@ measured in the same run:
 * Inference: one full-size case through ``singr predict``'s in-process path vs the HTTP
   endpoint (Ray Serve on loopback), same checkpoint and window; and the sweep's map stage
   (Ray Data) with a cold and a warm cache.
+* The preprocessed cache (``bench_cache.py``): format 2 (cropped to the foreground, blosc2)
+  against format 1 (whole-volume float32 .npy): bytes per case against the NIfTI input,
+  preprocessing time, training patches per second (SiNG targets and hard labels).
 
 ``--tiny`` runs every benchmark on small inputs (what the tests check); it does not
 write the repository's RESULTS.md unless ``--out`` says so.
@@ -39,6 +42,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cache import bench_cache, cache_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASE = ROOT.parent / "shared" / "data" / "brats-case"
@@ -731,6 +737,8 @@ def write_results(res: dict[str, Any], out: Path) -> None:
                   f"| cold (empty) | {sm['cold_s']:.2f} | {sm['cold_computed']} | 0 | 1.00 |",
                   f"| warm (second run) | {sm['warm_s']:.2f} | {sm['warm_computed']} | {sm['warm_cached']} | "
                   f"{sm['warm_s'] / sm['cold_s']:.3f} ({sm['cold_over_warm']:.1f}x faster) |"]
+    if res.get("cache"):
+        lines += cache_lines(res["cache"], res["case"])
     if res.get("extra"):
         lines += ["", *res["extra"]]
     out.write_text("\n".join(lines) + "\n")
@@ -748,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="reuse the fast-inference figures (ours vs plain sliding window) of the last run")
     ap.add_argument("--skip-infer", action="store_true", help="reuse the inference figures of the last run")
     ap.add_argument("--skip-sweep-maps", action="store_true", help="reuse the sweep map-stage figures of the last run")
+    ap.add_argument("--skip-cache", action="store_true", help="reuse the compact-cache figures of the last run")
     ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.maps_worker:
@@ -776,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
          lambda d: bench_fast_infer(case, a.repeats, a.tiny, d)),
         ("infer", a.skip_infer, "inference (in-process vs HTTP)", lambda d: bench_infer(case, a.repeats, a.tiny, d)),
         ("sweep_maps", a.skip_sweep_maps, "sweep map stage (cold vs warm cache)",
-         lambda d: bench_sweep_maps(a.repeats, a.tiny, d)))
+         lambda d: bench_sweep_maps(a.repeats, a.tiny, d)),
+        ("cache", a.skip_cache, "compact cache (format 2 vs format 1)",
+         lambda d: bench_cache(case, a.repeats, a.tiny, d)))
     for key, skip, label, fn in sections:
         if skip and key in prev:  # reuse the last run's figures, saying from when
             res[key] = prev[key]

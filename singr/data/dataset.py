@@ -1,11 +1,12 @@
-"""Training patches: a random crop from the memory-mapped preprocessed arrays, then MONAI
+"""Training patches: a random crop from the preprocessed arrays (read by window), then MONAI
 augmentation (docs/method.md 1.4) on ``{"image": (C, p, p, p), "target": (R, p, p, p)}``:
 
     flips on the three axes (each with ``flip_prob``),
     RandScaleIntensity(factors=scale), RandShiftIntensity(offsets=shift) on the image.
 
-The crop is taken before these, straight from the memory-mapped arrays: reading the crop
-instead of the whole volume is what keeps a BraTS-size sample cheap (MONAI's
+The crop is taken before these, straight from the stored arrays (only the chunks the crop
+touches are decompressed): reading the crop instead of the whole volume is what keeps a
+BraTS-size sample cheap (MONAI's
 RandSpatialCropd would load the whole 240 x 240 x 155 x 4 array first). The SiNG target is
 built from the cached distances inside the crop only, for the run's delta.
 """
@@ -109,8 +110,9 @@ class PatchDataset(torch.utils.data.Dataset):
         if key not in self._dist:
             assert prep.regions is not None
             cache = DistanceCache(self.cache_dir)
+            image = prep.image if isinstance(prep.image, np.ndarray) else prep.image[...]  # a lazy array: whole
             self._dist[key] = cache.get_or_compute(prep.case_id, prep.region_names[r], np.asarray(prep.regions[r]),
-                                                   np.asarray(prep.image), self.settings, prep.spacing)
+                                                   image, self.settings, prep.spacing)
         return self._dist[key]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -134,7 +134,7 @@ def evaluate(predictor: Predictor, cfg: SingrConfig, split: str = "test", out_di
                         prep.regions, title=f"{cid}: Dice mean {rows[-1]['Dice_mean']:.3f}")
         if save_predictions:
             src = load_case(files[cid])
-            write_nifti(out / "predictions" / f"{cid}.nii.gz", p.labels, src.affine, src.header)
+            write_nifti(out / "predictions" / f"{cid}.nii.gz", prep.paste(p.labels), src.affine, src.header)
     summ = summarize(rows)
     write_rows_csv(out / f"metrics_{split}.csv", rows)
     result = {"split": split, "n_cases": len(rows), "summary": summ,

@@ -71,9 +71,9 @@ def save_npy(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
-def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` of ``arrays`` to ``path`` atomically."""
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> Path:
+    """``np.savez`` (or ``np.savez_compressed``) of ``arrays`` to ``path`` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        (np.savez_compressed if compress else np.savez)(f, **arrays)  # type: ignore[arg-type]
     return path

@@ -46,3 +46,8 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
     assert fi["min_dice_exact"] == min(fi["dice"]["ours_exact_vs_baseline"].values())
     assert fi["seconds"]["ours_exact"] > 0 and "same answer" in text
     assert fi["seconds"]["baseline"] > 0 and fi["seconds"]["ours"] > 0
+    # the compact cache: the same data in fewer bytes, patch rates of both formats measured
+    c = res["cache"]
+    assert "## Compact cache" in text and c["regions_exact"] is True and c["image_max_abs_diff"] < 1e-6
+    assert c["format2_bytes"] < c["format1_bytes"] and c["format2_over_input"] == c["format2_bytes"] / c["input_bytes"]
+    assert all(r["format1_per_s"] > 0 and r["format2_per_s"] > 0 for r in c["rates"].values())
