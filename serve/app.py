@@ -51,7 +51,11 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "max_voxels": 256 ** 3,        # limit on each volume's voxels, checked from its header (413 above)
     "upload_timeout_s": 120.0,     # a whole upload must arrive within this (408 above)
     "upload_idle_s": 15.0,         # ... with no gap between chunks longer than this
+    "upload_min_rate_kbps": 64.0,  # ... and at this mean rate once upload_rate_grace_s has passed (0: no minimum)
+    "upload_rate_grace_s": 5.0,
     "max_concurrent_uploads": 8,   # uploads a replica reads at once (503 above; keep < max_ongoing_requests)
+    "max_uploads_per_client": 4,   # ... of which from one client address (429 above; a NAT is one address)
+    "max_concurrent_decodes": 2,   # uploads decoded and checked at once; the others wait their turn
     "max_batch_size": 4,           # @serve.batch: requests per forward pass
     "batch_wait_timeout_s": 0.05,  # @serve.batch: how long to wait for a batch to fill
     "roi_size": None,              # sliding-window override (default: the model's infer.roi_size)
@@ -80,9 +84,11 @@ near 0 lie on an uncertain border); `?tta=true` averages the 8 mirrorings of the
 `?postprocess=false` returns the thresholded maps without the model's post-processing rules
 (small components removed, small ET relabelled; see `postprocess` in GET /v1/model).
 
-Errors: 401 missing or wrong API key, 408 upload too slow, 413 upload too large (bytes or
+Errors: 401 missing or wrong API key, 408 upload too slow (below the minimum rate, idle, or
+over the total time: the detail names which), 413 upload too large (bytes or
 voxels), 415 not a NIfTI / not gzip / wrong content type, 422 missing or extra modality,
-shapes or affines that disagree or are singular, 2-D image, NaN voxels; 503 while the model
+shapes or affines that disagree or are singular, a zero, negative or NaN voxel size, 2-D
+image, NaN voxels; 429 too many uploads from one address being read at once; 503 while the model
 is loading or when the replica is busy with uploads. The body is always JSON
 `{"error", "detail", "file", "case"}`.
 """
@@ -117,7 +123,8 @@ _SEGMENT_BODY = {
                                                "description": "volume of region TC in ml (one header per region)"},
                             "X-Volumes-ml": {"schema": {"type": "string"}, "description": "all volumes, JSON"}}},
         "401": {"description": "missing or wrong X-API-Key"},
-        "408": {"description": "the upload was too slow"},
+        "408": {"description": "the upload was too slow (the limit that fired is named)"},
+        "429": {"description": "too many uploads from one client address being read at once"},
         "413": {"description": "upload over the size or voxel limit"},
         "415": {"description": "not a NIfTI file, not gzip, or not multipart/form-data"},
         "422": {"description": "missing/extra modality, shapes or affines disagree or are singular, not 3-D, NaN"},
@@ -178,6 +185,8 @@ class SingrSegmenter:
         self.max_bytes = int(float(self.settings["max_upload_mb"]) * 1024 * 1024)
         self.max_file_bytes = int(float(self.settings["max_file_mb"]) * 1024 * 1024)
         self.uploads = asyncio.Semaphore(int(self.settings["max_concurrent_uploads"]))
+        self.decodes = asyncio.Semaphore(int(self.settings["max_concurrent_decodes"]))
+        self.reading: dict[str, int] = {}  # client address -> uploads being read
         self._infer.set_max_batch_size(int(self.settings["max_batch_size"]))  # type: ignore[attr-defined]
         self._infer.set_batch_wait_timeout_s(float(self.settings["batch_wait_timeout_s"]))  # type: ignore
         self.loaded: Any = None
@@ -302,15 +311,31 @@ class SingrSegmenter:
         self._authorize(request)
         if self.loaded is None:
             return self._not_ready()
+        client = request.client.host if request.client else "unknown"
+        if self.reading.get(client, 0) >= int(self.settings["max_uploads_per_client"]):
+            raise HTTPProblem(429, "too many requests", f"{self.reading[client]} uploads from your address are being "
+                              "read already (max_uploads_per_client); send them at network speed, then the next",
+                              headers={"Retry-After": "5"})
         if self.uploads.locked():
             raise HTTPProblem(503, "busy", "this replica is reading as many uploads as it allows; retry shortly",
                               headers={"Retry-After": "2"})
         pred = self.loaded.predictor
         t0 = time.perf_counter()
-        async with self.uploads:
-            try:
+        self.reading[client] = self.reading.get(client, 0) + 1
+        try:
+            async with self.uploads:  # reading slots: a slow client holds one for the rate grace at most
                 body = await read_body(request, self.max_bytes, float(self.settings["upload_timeout_s"]),
-                                       float(self.settings["upload_idle_s"]))
+                                       float(self.settings["upload_idle_s"]),
+                                       float(self.settings["upload_min_rate_kbps"]),
+                                       float(self.settings["upload_rate_grace_s"]))
+        except Exception as e:  # noqa: BLE001 - every reading problem is a 4xx
+            raise problem_from(e) from None
+        finally:
+            self.reading[client] -= 1
+            if not self.reading[client]:
+                del self.reading[client]
+        async with self.decodes:  # decoding slots, never held by a reader
+            try:
                 files, names = await parse_upload(request.headers, body)
                 del body
                 from singr.data.readers import load_case_from_bytes

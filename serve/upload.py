@@ -1,8 +1,10 @@
 """Turning an HTTP upload into a checked case, with limits that hold against hostile clients.
 
-* The body is read with a size limit (413) and a time limit (408): an idle gap longer than
-  ``idle_timeout_s`` between chunks, or a whole body slower than ``timeout_s``, ends the
-  request, so trickling clients cannot hold a replica's slots.
+* The body is read with a size limit (413) and time limits (408, naming the one that fired):
+  a minimum mean rate after a short grace, an idle gap between chunks, a total time. A
+  client trickling bytes holds a reading slot for the grace and no longer; reading slots
+  are per client address too (429), and decoding has slots of its own, so slow readers never
+  hold what decoding and inference need.
 * Multipart parts name their modality by field name or file name (BraTS 2020 or 2023
   names); one unnamed part, or a raw ``application/gzip`` body, is one 4-D NIfTI.
 * Every file goes through :func:`singr.data.readers.load_case_from_bytes`: the header is
@@ -70,27 +72,43 @@ def modality_key(field: str | None, filename: str | None) -> str | None:
     return None
 
 
-async def read_body(request: Any, limit: int, timeout_s: float = 120.0, idle_timeout_s: float = 15.0) -> bytes:
-    """The request body, at most ``limit`` bytes (413), within ``timeout_s`` in all and
-    ``idle_timeout_s`` between chunks (408)."""
+async def read_body(request: Any, limit: int, timeout_s: float = 120.0, idle_timeout_s: float = 15.0,
+                    min_rate_kbps: float = 0.0, grace_s: float = 5.0) -> bytes:
+    """The request body, at most ``limit`` bytes (413), or a 408 that names the limit that fired:
+
+    * ``upload_min_rate_kbps``: after ``grace_s`` seconds the body must keep arriving at
+      ``min_rate_kbps`` kB/s on average (a client trickling 200 B/s is cut after about
+      ``grace_s``, whatever ``timeout_s``);
+    * ``upload_idle_s``: no gap between chunks longer than ``idle_timeout_s``;
+    * ``upload_timeout_s``: the whole body within ``timeout_s``.
+    """
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise HTTPProblem(413, "too large", f"request body of {int(length)} bytes is over the limit of {limit} bytes")
     chunks, total = [], 0
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    rate = float(min_rate_kbps) * 1000.0
     it = request.stream().__aiter__()
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise HTTPProblem(408, "request timeout", f"the upload took longer than {timeout_s:g} s (after {total} "
-                              "bytes); send the files at network speed")
+        now = time.monotonic()
+        limits = {"upload_timeout_s": start + timeout_s, "upload_idle_s": now + idle_timeout_s}
+        if rate > 0:  # by then the next bytes must have come, or the mean rate since the grace is below the minimum
+            limits["upload_min_rate_kbps"] = start + grace_s + total / rate
+        fired, until = min(limits.items(), key=lambda kv: kv[1])
         try:
-            chunk = await asyncio.wait_for(it.__anext__(), timeout=min(idle_timeout_s, left))
+            chunk = await asyncio.wait_for(it.__anext__(), timeout=max(0.0, until - now))
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
-            raise HTTPProblem(408, "request timeout", f"no data for {min(idle_timeout_s, left):.0f} s during the "
-                              f"upload (after {total} bytes)") from None
+            took = time.monotonic() - start
+            detail = {
+                "upload_timeout_s": f"the upload took longer than upload_timeout_s = {timeout_s:g} s",
+                "upload_idle_s": f"no data for upload_idle_s = {idle_timeout_s:g} s",
+                "upload_min_rate_kbps": f"the upload ran below upload_min_rate_kbps = {min_rate_kbps:g} kB/s "
+                                        f"(after a grace of {grace_s:g} s)",
+            }[fired]
+            raise HTTPProblem(408, "request timeout", f"{detail}: {total} bytes in {took:.1f} s; send the files at "
+                              "network speed") from None
         total += len(chunk)
         if total > limit:
             raise HTTPProblem(413, "too large", f"request body is over the limit of {limit} bytes")

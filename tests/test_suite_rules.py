@@ -21,15 +21,25 @@ def _clock_calls(node: ast.AST) -> list[ast.Call]:
             and n.func.attr in CLOCKS and isinstance(n.func.value, ast.Name) and n.func.value.id == "time"]
 
 
+def _elapsed(node: ast.AST) -> bool:
+    """``node`` holds a clock reading minus another (an elapsed time)."""
+    return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub) and _clock_calls(n) for n in ast.walk(node))
+
+
 def timed_asserts(source: str) -> list[int]:
-    """Lines of ``assert`` statements that compare an elapsed time (a clock reading minus another).
+    """Lines of ``assert`` statements that compare an elapsed time, directly or through a name
+    assigned one (``slowest = max(slowest, time.perf_counter() - t0)``; ``assert slowest < 2``).
     ``assert time.time() < deadline, "what it saw"`` is a wait's deadline, not a speed claim: allowed."""
+    tree = ast.parse(source)
+    timed = {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+             and n.value is not None and _elapsed(n.value)
+             for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
     out = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
-            elapsed = [n for c in ast.walk(node.test) if isinstance(c, ast.Compare) for n in ast.walk(c)
-                       if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub) and _clock_calls(n)]
-            if elapsed:
+            compares = [c for c in ast.walk(node.test) if isinstance(c, ast.Compare)]
+            if any(_elapsed(c) or any(isinstance(n, ast.Name) and n.id in timed for n in ast.walk(c))
+                   for c in compares):
                 out.append(node.lineno)
     return out
 
@@ -57,4 +67,6 @@ def test_the_rules_see_what_they_forbid():
     timed = "import time\nt0 = time.time()\nassert time.time() - t0 < 60\nassert x < 3\n"
     assert timed_asserts(timed) == [3]
     assert timed_asserts("import time\nassert time.time() < deadline, 'saw'\n") == []  # a wait's deadline is fine
+    through_a_name = "import time\ns = 0.0\ns = max(s, time.perf_counter() - t0)\nassert s < 2.0\nassert n == 3\n"
+    assert timed_asserts(through_a_name) == [4]
     assert digest_literals(f"H = {'ab' * 32!r}\nname = 'x'\n") == [1]

@@ -85,7 +85,8 @@ def server(trained):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = make_app(
             {"model": str(trained["checkpoint"]), "max_upload_mb": UPLOAD_LIMIT_MB, "max_batch_size": 8,
-             "batch_wait_timeout_s": 0.1, "roi_size": [256, 256, 160], "num_threads": 2},
+             "batch_wait_timeout_s": 0.1, "roi_size": [256, 256, 160], "num_threads": 2,
+             "max_uploads_per_client": 8},  # the load test's 8 clients share one address (127.0.0.1)
             {"num_replicas": 1, "max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.5}})
         serve.run(app, name="singr", route_prefix="/")
         base = f"http://127.0.0.1:{port}"
