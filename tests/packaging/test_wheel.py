@@ -20,6 +20,13 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
                         "-q", "-w", str(dist)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     wheel = next(dist.glob("singr-*.whl"))
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())  # the viewer and the API docs ship in the wheel
+    for f in ("serve/static/index.html", "serve/static/niivue/niivue.umd.js", "serve/static/swagger/swagger-ui.css",
+              "serve/config.yaml", "singr/configs/synthetic.yaml", "singr/io/compressed.py"):
+        assert f in names, f
+    assert "Python recognizes" not in p.stderr  # the data folders are declared: no setuptools warning page
     env_dir = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -91,24 +92,38 @@ def test_voxel_bomb_is_refused_from_its_header(hardened):
 
 
 def _trickle(port: int, answers: list, source: str = "127.0.0.1", n_bytes: int = 40) -> None:
-    """A client that sends its upload a byte every 0.5 s; appends (status, body) when answered."""
+    """A client that sends its upload a byte every 0.5 s until the server answers (or ``n_bytes`` are
+    sent); appends (status, answer) as soon as the answer comes."""
     s = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
     head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
             "Content-Type: application/gzip\r\nContent-Length: 1000000\r\n\r\n")
-    s.sendall(head.encode())
+    data = ""
     try:
+        s.sendall(head.encode())
         for _ in range(n_bytes):
+            if select.select([s], [], [], 0.5)[0]:  # answered: stop sending
+                break
             s.sendall(b"\x1f")
-            time.sleep(0.5)
+        raw = b""
+        while select.select([s], [], [], 60 if not raw else 5)[0]:  # the whole answer: head, then body
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+            head_end = raw.find(b"\r\n\r\n")
+            length = next((int(x.split(b":")[1]) for x in raw[:head_end].split(b"\r\n")
+                           if x.lower().startswith(b"content-length:")), None) if head_end >= 0 else None
+            if length is not None and len(raw) >= head_end + 4 + length:
+                break
+        data = raw.decode(errors="replace")
     except OSError:
-        pass  # the server answered and closed
-    try:
-        data = s.recv(65536).decode(errors="replace")
-        answers.append((int(data.split()[1]) if data.startswith("HTTP/") else -1, data))
-    except (OSError, ValueError, IndexError):
-        answers.append((-1, ""))
+        pass  # the server closed the connection
     finally:
         s.close()
+    try:
+        answers.append((int(data.split()[1]) if data.startswith("HTTP/") else -1, data))
+    except (ValueError, IndexError):
+        answers.append((-1, data))
 
 
 def test_trickling_uploads_do_not_block_health(hardened):

@@ -147,7 +147,8 @@ def test_a_loopback_cluster_from_a_default_environment(tmp_path, smoke_data, oth
 
 @pytest.mark.timeout(1500)
 def test_soak_under_cpu_load(tmp_path, smoke_data):
-    """The sweep, repeated while another process keeps both cores busy: every run finishes.
+    """The sweep while another process keeps both cores busy: it finishes (one sweep of 2 trials:
+    two sweeps in a row, as this test once ran, added 2 minutes to CI and nothing the first did not show).
     The burner shares the test's session (so the kernel's per-session CPU groups, where they
     are on, do not shield the sweep from it): it competes with the sweep's Ray workers
     process against process. At Ray's default worker nice value (15) epochs ran 20-27x slower
@@ -160,7 +161,7 @@ def test_soak_under_cpu_load(tmp_path, smoke_data):
                                "[p.join() for p in ps]"], process_group=0)
     walls = []
     try:
-        for i in range(2):
+        for i in range(1):
             (tmp_path / f"r{i}").mkdir()
             r = _run_sweep(tmp_path / f"r{i}", smoke_data, f"soak{i}", timeout=600,
                            **{"tune.num_samples": 2, "train.epochs": 1})
@@ -187,9 +188,9 @@ def test_worker_group_start_up_is_retried_a_bounded_number_of_times(tmp_path, sm
     """Workers that can never be placed (3 CPUs each on a 2-CPU machine): the trial errors after
     its start-up retries and the sweep ends, instead of retrying forever."""
     r = _run_sweep(tmp_path, smoke_data, "noroom", env_extra={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5"},
-                   **{"tune.num_samples": 1, "tune.cpus_per_worker": 3, "tune.start_retries": 1})
+                   timeout=300, **{"tune.num_samples": 1, "tune.cpus_per_worker": 3, "tune.start_retries": 1})
+    # retrying for ever would run into the 300-s bound: code None, "still running after 300 s" in err
     assert r["code"] == 2 and "no trial finished with a checkpoint" in r["err"], r["out"][-2000:] + r["err"][-2000:]
-    assert r["wall"] < 300
 
 
 # --------------------------------------------------------------------------- bad input, one line
