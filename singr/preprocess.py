@@ -13,10 +13,12 @@ As nnU-Net does, each case is cropped to its foreground's bounding box (any chan
 or labelled) before it is stored: ``crop`` in meta.json is that box in the full volume, so a
 prediction on the stored arrays pastes back exactly (:meth:`PreparedCase.paste`). The arrays
 are blosc2 ``.b2nd`` files (lossless, chunked: :mod:`singr.io.compressed`), read whole or by
-training window. On the real case the cache shrank from 25x to under 3x its NIfTI input
-(benchmarks/RESULTS.md, "Compact cache"). A cache of an older format (``version`` in
-meta.json) is rebuilt by :func:`prepare_case` and refused by :func:`load_prepared`, never
-misread; the old format's ``image.npy`` / ``regions.npy`` are deleted when it is rebuilt.
+training window. On the real case the cache shrank from 25x to 2.5x its NIfTI input; a
+training patch costs more CPU to read (decompression: 0.6-0.7x the patch rate of the old
+uncompressed cache on a warm page cache; benchmarks/RESULTS.md, "Compact cache"). A cache of
+an older format (``version`` in meta.json) is rebuilt by :func:`prepare_case` and refused by
+:func:`load_prepared`, never misread; the old format's ``image.npy`` / ``regions.npy`` are
+deleted when it is rebuilt.
 
 Normalisation is MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)``: the
 image given to the SiNG transform is the normalised one, so lambda means the same on every

@@ -2,7 +2,8 @@
 preprocessed cases in), written atomically, read whole or by window.
 
 Codec, measured on the real BraTS case cropped to its brain (4 x 130 x 171 x 126 float32,
-45 MB as ``.npy``), random 128^3 windows of all channels, one core, page cache warm:
+45 MB as ``.npy``), random 128^3 windows of all channels, one core, page cache warm (one run,
+with another job on the second core: the ratios, not the rates, are the point):
 
     codec (shuffle)     size      windows/s
     LZ4HC level 8       15.1 MB   51

@@ -270,7 +270,7 @@ def test_sweep_logs_the_onnx_export_beside_the_checkpoint(registered):
 def test_sweep_pyfunc_loads_and_predicts_with_its_signature(registered):
     import mlflow.pyfunc
 
-    from serve.model import load_model
+    from serve.model import load_model, scrub_paths
 
     reg, uri, local = registered["reg"], registered["uri"], registered["local"]
     model = mlflow.pyfunc.load_model(reg["model_uri"])
@@ -287,7 +287,8 @@ def test_sweep_pyfunc_loads_and_predicts_with_its_signature(registered):
     assert wheel and wheel[0].startswith("artifacts/singr-") and (local / wheel[0]).is_file()
     assert not [r for r in reqs if r.split("==")[0].split(">")[0] == "singr"]
     assert {"torch", "monai", "safetensors", "numpy", "nibabel"} <= {r.split("==")[0] for r in reqs if "==" in r}
-    # the endpoint's model identity (/v1/model) carries the same card
+    # the endpoint's model identity (/v1/model) carries the same card, with no server path in it
     ident = load_model(reg["model_uri"], uri, "cpu").identity
-    assert ident["card"] == json.loads((local / "artifacts" / "best_model" / CARD_FILE).read_text())
+    assert ident["card"] == scrub_paths(json.loads((local / "artifacts" / "best_model" / CARD_FILE).read_text()))
+    assert str(local) not in json.dumps(ident) and str(registered["work"]) not in json.dumps(ident)
     assert ident["description"].startswith(f"# {reg['name']} version {reg['version']}")
