@@ -58,15 +58,13 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 def foreground_box(image: np.ndarray, label: np.ndarray | None = None) -> Box:
     """``((lo, hi),) * 3``: the bounding box of the voxels non-zero in any channel of ``image``
     (C, D, H, W) or labelled in ``label``; the whole volume when nothing is."""
+    from .geometry import bounding_box
+
     fg = np.any(np.asarray(image) != 0, axis=0)
     if label is not None:
         fg |= np.asarray(label) > 0
-    shape = fg.shape
-    out = []
-    for ax in range(3):
-        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(3) if a != ax)))
-        out.append((int(hit[0]), int(hit[-1]) + 1) if hit.size else (0, int(shape[ax])))
-    return (out[0], out[1], out[2])
+    box = bounding_box(fg) or tuple(slice(0, int(n)) for n in fg.shape)
+    return ((box[0].start, box[0].stop), (box[1].start, box[1].stop), (box[2].start, box[2].stop))
 
 
 @dataclass
