@@ -53,11 +53,41 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
                "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
                "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
                "checkpoint_path": ckpt, "history": hist, "worker_nodes": _last_str(df, m, "worker_nodes"),
+               **trial_timing(df),
                **{k: float(v) for k, v in m.items() if k.startswith(prefix) and isinstance(v, (int, float))}}
         rows.append(row)
     sign = 1.0 if metric_mode(metric) == "max" else -1.0
     rows.sort(key=lambda r: -_score(sign * r["score"]))  # best first; never validated: last
     return rows
+
+
+def trial_timing(df: Any) -> dict[str, float]:
+    """Where a trial's time went, from its reports (NaN where a column is missing):
+    ``first_report_s`` (start to the first epoch's report: start-up plus one epoch),
+    ``epoch_s`` (median ``epoch_seconds``), ``patches_per_s`` (median), ``data_wait_share``
+    (total ``data_wait_seconds`` / total ``train_seconds``: how long the network waited for
+    data) and ``val_share`` (total ``val_seconds`` / total ``epoch_seconds``)."""
+    nan = float("nan")
+    out = {"first_report_s": nan, "epoch_s": nan, "patches_per_s": nan, "data_wait_share": nan, "val_share": nan}
+    if df is None or not len(df):
+        return out
+
+    def col(name: str) -> Any:
+        return df[name].dropna().astype(float) if name in df else None
+
+    first, ep, pps = col("time_total_s"), col("epoch_seconds"), col("patches_per_s")
+    wait, train, val = col("data_wait_seconds"), col("train_seconds"), col("val_seconds")
+    if first is not None and len(first):
+        out["first_report_s"] = round(float(first.iloc[0]), 2)
+    if ep is not None and len(ep):
+        out["epoch_s"] = round(float(ep.median()), 3)
+        if val is not None and float(ep.sum()) > 0:
+            out["val_share"] = round(float(val.sum()) / float(ep.sum()), 4)
+    if pps is not None and len(pps):
+        out["patches_per_s"] = round(float(pps.median()), 3)
+    if wait is not None and train is not None and float(train.sum()) > 0:
+        out["data_wait_share"] = round(float(wait.sum()) / float(train.sum()), 4)
+    return out
 
 
 def best_score(df: Any, m: dict[str, Any], metric: str) -> float:

@@ -77,6 +77,7 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
               f"from cache {got['maps_cached']}", flush=True)
         for k in ("cases", "maps_computed", "maps_cached"):
             maps[k] += got[k]
+        maps["map_seconds"] = round(maps.get("map_seconds", 0.0) + time.time() - tm, 1)
         maps["actors"] = max(maps["actors"], got["actors"])
         for node, cids in got["nodes"].items():
             maps["nodes"].setdefault(node, []).extend(cids)
@@ -107,6 +108,7 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     rows = trial_rows(grid, plan)
     summary: dict[str, Any] = {"sweep": plan.name, "sweep_dir": str(plan.sweep_dir), "restored": restored,
                                "maps_computed": maps["maps_computed"], "maps_cached": maps["maps_cached"],
+                               "map_seconds": maps.get("map_seconds"),
                                "map_nodes": {k: len(v) for k, v in maps["nodes"].items()},
                                **maps.get("resources", {}),
                                "n_trials": len(rows), "n_stopped_early": sum(r["stopped_early"] for r in rows),

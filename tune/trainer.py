@@ -39,11 +39,71 @@ def _numeric(row: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
-class RayReport(Callback):
-    """Reports each epoch to Ray Train (every rank; rank 0 with the checkpoint)."""
+class SystemSampler:
+    """MLflow's own system-metrics collectors on a Train worker: ``CPUMonitor`` (the machine's
+    CPU and memory, psutil) and, where NVML sees GPUs, ``GPUMonitor`` (utilisation, memory,
+    power), sampled every ``every`` s in a daemon thread. :meth:`take` returns the means since
+    the last call as ``system/<name>``, the names MLflow's own system-metrics logging uses, so
+    a trial's run shows them beside its curves; ``{}`` where the collectors cannot run."""
 
-    def __init__(self, nodes: str):
+    def __init__(self, every: float = 2.0):
+        import threading
+
+        self.every = float(every)
+        self.monitors: list[Any] = []
+        try:
+            from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+
+            self.monitors.append(CPUMonitor())
+        except Exception:  # noqa: BLE001 - psutil missing: no system metrics, training goes on
+            pass
+        try:
+            from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+
+            gpu = GPUMonitor()
+            if getattr(gpu, "num_gpus", 0):
+                self.monitors.append(gpu)
+        except Exception:  # noqa: BLE001 - no pynvml or no GPU
+            pass
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="singr-system-metrics")
+        if self.monitors:
+            self._sample()
+            self._thread.start()
+
+    def _sample(self) -> None:
+        with self._lock:
+            for m in self.monitors:
+                try:
+                    m.collect_metrics()
+                except Exception:  # noqa: BLE001 - a missed sample is not an error
+                    pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def take(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        with self._lock:
+            for m in self.monitors:
+                if m.metrics:
+                    out.update({f"system/{k}": float(v) for k, v in m.aggregate_metrics().items()})
+                    m.clear_metrics()
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class RayReport(Callback):
+    """Reports each epoch to Ray Train (every rank; rank 0 with the checkpoint), with the
+    worker's system metrics of that epoch (:class:`SystemSampler`) where one is given."""
+
+    def __init__(self, nodes: str, system: SystemSampler | None = None):
         self.nodes = nodes
+        self.system = system
         self.files: dict[str, Path] = {}
 
     def on_checkpoint(self, trainer: Any, epoch: int, files: dict[str, Path]) -> None:
@@ -52,7 +112,7 @@ class RayReport(Callback):
     def on_epoch_end(self, trainer: Any, epoch: int, row: dict[str, Any]) -> None:
         import ray.train
 
-        metrics: dict[str, Any] = {**_numeric(row), "epoch": epoch}
+        metrics: dict[str, Any] = {**_numeric(row), **(self.system.take() if self.system else {}), "epoch": epoch}
         if trainer.is_main and self.files:
             metrics["worker_nodes"] = self.nodes
             with tempfile.TemporaryDirectory(prefix="singr-ckpt-") as d:
@@ -107,11 +167,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(local / BEST, ckpt_dir / BEST)  # the trial's best so far
     nodes = _gather_nodes(rank, world)
+    system = SystemSampler()
     try:
         trainer = Trainer(cfg, rank=rank, world_size=world, device=ray.train.torch.get_device(),
                           checkpoint_dir=ckpt_dir, resume=False, resume_from=resume_from,
                           wrap_model=ray.train.torch.prepare_model, prepared=bool(config.get("prepared", True)),
-                          progress=False, fold=config.get("fold"), callbacks=[RayReport(nodes)])
+                          progress=False, fold=config.get("fold"), callbacks=[RayReport(nodes, system)])
         result = trainer.run()
         split = config.get("evaluate_split")
         if split:  # a grid run: score the best checkpoint on the held-out split, reported once more
@@ -120,6 +181,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             best = _numeric({f"best_{result.select_metric}": result.best_metric})  # the progress line's score
             ray.train.report({**_numeric(scores), **best, "epoch": int(cfg.train.epochs)})
     finally:
+        system.stop()
         shutil.rmtree(local, ignore_errors=True)
 
 

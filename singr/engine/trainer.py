@@ -160,6 +160,7 @@ class Trainer:
         self.select_max = SELECT_METRICS[self.select] == "max"
         self.best, self.best_epoch, self.start_epoch = self._no_best(), -1, 0
         self.meta: dict[str, Any] = {}
+        self.last_timing: dict[str, float] = {}  # the last epoch's times (train_epoch)
 
     # ------------------------------------------------------------------ stages
 
@@ -244,14 +245,25 @@ class Trainer:
         return float(value) > self.best if self.select_max else float(value) < self.best
 
     def train_epoch(self, epoch: int) -> float:
-        """One epoch of optimisation (0-based ``epoch``); the mean training loss."""
+        """One epoch of optimisation (0-based ``epoch``); the mean training loss.
+
+        Also sets :attr:`last_timing`: ``train_seconds`` (the epoch's optimisation, loading
+        included), ``data_wait_seconds`` (time spent waiting for the loader's next batch: the
+        first batch's start-up included; each step ends with ``float(loss)``, a device sync, so
+        on a GPU this is time the GPU had nothing to do), ``data_wait_share`` (their ratio)
+        and ``patches_per_s`` (training patches per second of ``train_seconds``).
+        """
         from tqdm.auto import tqdm
 
         self.dataset.set_epoch(epoch)
         self.net.train()
         losses = []
+        wait, patches = 0.0, 0
+        t_start = ready = time.perf_counter()
         for batch in tqdm(self.loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
                           disable=not (self.progress and self.is_main)):
+            wait += time.perf_counter() - ready
+            patches += int(batch["image"].shape[0])
             x = batch["image"].to(self.device, non_blocking=True)
             y = batch["target"].to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -262,6 +274,11 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             losses.append(float(loss.detach()))
+            ready = time.perf_counter()
+        total = time.perf_counter() - t_start
+        self.last_timing = {"train_seconds": round(total, 3), "data_wait_seconds": round(wait, 3),
+                            "data_wait_share": round(wait / total, 4) if total > 0 else float("nan"),
+                            "patches_per_s": round(patches / total, 3) if total > 0 else float("nan")}
         return float(np.mean(losses)) if losses else float("nan")
 
     def validate_epoch(self, epoch: int) -> dict[str, float]:
@@ -296,13 +313,15 @@ class Trainer:
         last: dict[str, Any] = {}
         for epoch in bar:
             t0 = time.time()
-            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.train_epoch(epoch)}
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.train_epoch(epoch), **self.last_timing}
             do_val = (epoch + 1) % int(tr.val_every) == 0 or epoch + 1 == epochs
             if self.is_main:
                 improved = False
                 if do_val and self.val_ids:
+                    tv = time.time()
                     metrics = self.validate_epoch(epoch)
                     row.update(metrics)
+                    row["val_seconds"] = round(time.time() - tv, 3)
                     if self.improves(metrics.get(self.select)):
                         self.best, self.best_epoch, improved = float(metrics[self.select]), epoch + 1, True
                     row[f"best_{self.select}"] = self.best

@@ -36,6 +36,12 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     log = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["epoch"]) for r in log] == [1, 2]
     assert all(np.isfinite(float(r["train_loss"])) for r in log)
+    for r in log:  # where each epoch's time went (trainer.last_timing; validation every epoch in smoke.yaml)
+        train_s, wait_s = float(r["train_seconds"]), float(r["data_wait_seconds"])
+        assert 0 <= wait_s <= train_s <= float(r["epoch_seconds"])
+        assert float(r["data_wait_share"]) == pytest.approx(wait_s / train_s, abs=2e-3)
+        assert float(r["patches_per_s"]) == pytest.approx(2 * 2 / train_s, rel=0.05)  # 2 iterations of batch 2
+        assert 0 < float(r["val_seconds"]) <= float(r["epoch_seconds"])
     split = json.loads((out / "split.json").read_text())
     assert sorted(sum((split[k] for k in ("train", "val", "test")), [])) == sorted(
         p.name for p in (tmp_path / "data" / "smoke").glob("BraTS20_*"))

@@ -202,6 +202,10 @@ def test_mlflow_runs_and_registered_model(resumed_sweep):
         hist = client.get_metric_history(r.info.run_id, "val_Dice_mean")
         assert len(hist) >= 1 and sorted(m.step for m in hist)[0] == 1
         assert "train_loss" in r.data.metrics and "val_HD95_mean" in r.data.metrics
+        # where the time went and the worker's machine, per epoch (MLflow's system-metric names)
+        assert 0.0 <= r.data.metrics["data_wait_share"] <= 1.0 and r.data.metrics["patches_per_s"] > 0
+        assert 0.0 <= r.data.metrics["system/cpu_utilization_percentage"] <= 100.0
+        assert r.data.metrics["system/system_memory_usage_megabytes"] > 0
         assert r.data.tags.get("worker_nodes", "").startswith("0:")
         assert "config.yaml" in [a.path for a in client.list_artifacts(r.info.run_id)]
     mv = client.get_model_version_by_alias("singr-test", "champion")

@@ -1,0 +1,49 @@
+"""Where a trial's time went (tune.results.trial_timing), from its Ray reports."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from tune.results import trial_timing
+
+
+def test_timing_from_reports():
+    df = pd.DataFrame({"time_total_s": [30.0, 33.0, 40.0],
+                       "epoch_seconds": [4.0, 3.0, 10.0],
+                       "train_seconds": [3.5, 3.0, 3.0],
+                       "data_wait_seconds": [1.5, 0.0, 1.0],
+                       "patches_per_s": [10.0, 12.0, 11.0],
+                       "val_seconds": [0.5, None, 7.0]})
+    t = trial_timing(df)
+    assert t["first_report_s"] == 30.0
+    assert t["epoch_s"] == 4.0                                  # median of 4, 3, 10
+    assert t["patches_per_s"] == 11.0
+    assert t["data_wait_share"] == round(2.5 / 9.5, 4)          # totals, not a mean of shares
+    assert t["val_share"] == round(7.5 / 17.0, 4)               # epochs without validation count as 0
+
+
+def test_timing_without_the_columns_is_nan():
+    assert all(math.isnan(v) for v in trial_timing(None).values())
+    t = trial_timing(pd.DataFrame({"time_total_s": [12.5], "epoch_seconds": [2.0]}))
+    assert t["first_report_s"] == 12.5 and t["epoch_s"] == 2.0
+    assert math.isnan(t["data_wait_share"]) and math.isnan(t["val_share"]) and math.isnan(t["patches_per_s"])
+
+
+def test_system_sampler_reports_mlflows_system_metric_names():
+    import time
+
+    from tune.trainer import SystemSampler
+
+    s = SystemSampler(every=0.05)
+    try:
+        time.sleep(0.3)
+        got = s.take()
+        assert 0.0 <= got["system/cpu_utilization_percentage"] <= 100.0
+        assert got["system/system_memory_usage_megabytes"] > 0
+        assert 0.0 < got["system/system_memory_usage_percentage"] <= 100.0
+        s.stop()
+        time.sleep(0.1)
+        assert s.take() == {}  # taken means are cleared; a stopped sampler adds nothing
+    finally:
+        s.stop()
