@@ -5,7 +5,9 @@ against the NIfTI input, preprocessing time, and training patches per second (th
 
 Format 1 is rebuilt here as the previous singr wrote it, in the same run; both datasets are
 :class:`singr.data.dataset.PatchDataset` (format 1's arrays handed to it memory-mapped, as it
-read them), timed in interleaved rounds on the same sample indices. Used by ``run.py``
+read them), timed in interleaved rounds on the same sample indices; then the augmentation:
+MONAI's transforms against :class:`~singr.data.dataset.PatchAugment`, and the whole pipeline
+against the one before both changes (format 1 with MONAI's transforms). Used by ``run.py``
 (section ``cache``); ``python benchmarks/bench_cache.py --case DIR`` prints the figures alone.
 """
 from __future__ import annotations
@@ -87,6 +89,36 @@ def _rate(ds: Any, indices: range) -> float:
     return len(indices) / (time.perf_counter() - t)
 
 
+def _augment_rates(cache1: Path, cache2: Path, case_id: str, prep1: Any, dist1: dict, settings: Any, patch: int,
+                   samples: int, rounds: int) -> dict[str, Any]:
+    """SiNG patches, interleaved rounds: format 2 with MONAI's transforms (the reference), format 2
+    with :class:`~singr.data.dataset.PatchAugment` (used), and format 1 with MONAI's transforms
+    (the pipeline before both changes): patches/s, and the used one's ratios to the other two."""
+    from singr.data.dataset import PatchDataset, monai_augmentation, train_augmentation
+
+    def make(root: Path, aug: Any) -> Any:
+        return PatchDataset(root, [case_id], (patch,) * 3, samples, True, settings, 0.5, aug, seed=0)
+    sets = {"monai": make(cache2, monai_augmentation(0.5, 1.0, 0.1, 0.1)),
+            "ours": make(cache2, train_augmentation(0.5, 1.0, 0.1, 0.1)),
+            "before": make(cache1, monai_augmentation(0.5, 1.0, 0.1, 0.1))}
+    sets["before"]._cases[case_id] = prep1
+    sets["before"]._dist.update(dist1)
+    for ds in sets.values():
+        _rate(ds, range(1))
+    got: dict[str, list[float]] = {k: [] for k in sets}
+    for r in range(rounds):
+        idx = range(r * samples, (r + 1) * samples)
+        for k in (list(sets) if r % 2 == 0 else list(reversed(list(sets)))):  # order alternates between rounds
+            got[k].append(_rate(sets[k], idx))
+    vs_monai = [o / m for o, m in zip(got["ours"], got["monai"])]
+    vs_before = [o / b for o, b in zip(got["ours"], got["before"])]
+    return {"monai_per_s": statistics.median(got["monai"]), "ours_per_s": statistics.median(got["ours"]),
+            "before_per_s": statistics.median(got["before"]),
+            "ratio": statistics.median(vs_monai), "ratio_range": [min(vs_monai), max(vs_monai)],
+            "ratio_before": statistics.median(vs_before), "ratio_before_range": [min(vs_before), max(vs_before)],
+            **got}  # the rounds' rates (monai, ours, before)
+
+
 def bench_cache(case_dir: Path, repeats: int, tiny: bool, work: Path) -> dict[str, Any]:
     """Sizes, preprocessing times and patch rates of cache formats 1 and 2 (see the module docstring)."""
     import torch
@@ -137,11 +169,12 @@ def bench_cache(case_dir: Path, repeats: int, tiny: bool, work: Path) -> dict[st
             ratios.append(n / o)
         rates[key] = {"format1_per_s": statistics.median(r_old), "format2_per_s": statistics.median(r_new),
                       "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+    augment = _augment_rates(cache1, cache2, case.case_id, prep1, dist1, settings, patch, samples, max(1, repeats))
     return {"case_shape": list(prep2.full_shape or ()), "crop": [list(b) for b in prep2.crop or ()],
             "stored_shape": list(prep2.image.shape), "input_bytes": input_b, "format1_bytes": size1,
             "format2_bytes": size2, "format1_over_input": size1 / input_b, "format2_over_input": size2 / input_b,
             "format2_files": per_file, "format1_prep_s": t1, "format2_prep_s": t2, "patch": patch,
-            "samples_per_round": samples, "rounds": max(1, repeats), "rates": rates,
+            "samples_per_round": samples, "rounds": max(1, repeats), "rates": rates, "augment": augment,
             "regions_exact": exact_regions, "image_max_abs_diff": image_err}
 
 
@@ -150,7 +183,7 @@ def cache_lines(c: dict[str, Any], case: str) -> list[str]:
     mb = 1e6
     s, h = c["rates"]["sing"], c["rates"]["hard"]
     files = ", ".join(f"`{k}` {v / mb:.1f} MB" for k, v in c["format2_files"].items())
-    return [
+    out = [
         "", "## Compact cache: cropped and compressed (format 2) vs whole-volume .npy (format 1)", "",
         f"Case `{case}` ({'x'.join(map(str, c['case_shape']))} voxels), one lambda (0.5), 3 regions. Format 2 "
         f"crops the case to its foreground box {c['crop']} (stored {'x'.join(map(str, c['stored_shape']))}) "
@@ -171,6 +204,19 @@ def cache_lines(c: dict[str, Any], case: str) -> list[str]:
         f"({s['ratio_range'][0]:.2f}-{s['ratio_range'][1]:.2f}) |",
         f"| hard labels | {h['format1_per_s']:.2f} | {h['format2_per_s']:.2f} | **{h['ratio']:.2f}** "
         f"({h['ratio_range'][0]:.2f}-{h['ratio_range'][1]:.2f}) |"]
+    a = c.get("augment")
+    if a:
+        out += ["", "Augmentation (SiNG targets, interleaved rounds as above): MONAI's Compose of RandFlipd x 3, "
+                "RandScaleIntensityd and RandShiftIntensityd against `PatchAugment` (the same draws' distribution; "
+                "padding and flips in one copy, intensity in place), and the pipeline as it was before both changes "
+                "(format 1, MONAI's transforms):", "",
+                "| pipeline | patches/s | `PatchAugment` on format 2 is (range) |", "| --- | --- | --- |",
+                f"| format 2, MONAI transforms | {a['monai_per_s']:.2f} | **{a['ratio']:.2f}x** as fast "
+                f"({a['ratio_range'][0]:.2f}-{a['ratio_range'][1]:.2f}) |",
+                f"| format 1, MONAI transforms (before) | {a['before_per_s']:.2f} | **{a['ratio_before']:.2f}x** as "
+                f"fast ({a['ratio_before_range'][0]:.2f}-{a['ratio_before_range'][1]:.2f}) |",
+                f"| format 2, `PatchAugment` (used) | {a['ours_per_s']:.2f} | 1.00 |"]
+    return out
 
 
 if __name__ == "__main__":

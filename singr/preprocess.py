@@ -14,8 +14,10 @@ or labelled) before it is stored: ``crop`` in meta.json is that box in the full 
 prediction on the stored arrays pastes back exactly (:meth:`PreparedCase.paste`). The arrays
 are blosc2 ``.b2nd`` files (lossless, chunked: :mod:`singr.io.compressed`), read whole or by
 training window. On the real case the cache shrank from 25x to 2.5x its NIfTI input; a
-training patch costs more CPU to read (decompression: 0.6-0.7x the patch rate of the old
-uncompressed cache on a warm page cache; benchmarks/RESULTS.md, "Compact cache"). A cache of
+training patch costs more CPU to read (decompression: about half the patch rate of the old
+uncompressed cache with the same augmentation, on a warm page cache), which the cheaper
+augmentation of :class:`singr.data.dataset.PatchAugment` more than pays for (1.4x the old
+cache with MONAI's transforms; benchmarks/RESULTS.md, "Compact cache"). A cache of
 an older format (``version`` in meta.json) is rebuilt by :func:`prepare_case` and refused by
 :func:`load_prepared`, never misread; the old format's ``image.npy`` / ``regions.npy`` are
 deleted when it is rebuilt.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,6 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
     assert "## Compact cache" in text and c["regions_exact"] is True and c["image_max_abs_diff"] < 1e-6
     assert c["format2_bytes"] < c["format1_bytes"] and c["format2_over_input"] == c["format2_bytes"] / c["input_bytes"]
     assert all(r["format1_per_s"] > 0 and r["format2_per_s"] > 0 for r in c["rates"].values())
+    a = c["augment"]  # the augmentation against MONAI's transforms, and the pipeline before both changes
+    assert a["ratio"] == pytest.approx(statistics.median([o / m for o, m in zip(a["ours"], a["monai"])]))
+    assert a["monai_per_s"] > 0 and a["before_per_s"] > 0 and "format 1, MONAI transforms (before)" in text
