@@ -261,6 +261,18 @@ def _pct(v: Any) -> str:
     return f"{100 * float(v):.0f}%" if isinstance(v, (int, float)) and v == v else "?"
 
 
+HEADING = "## GPU check (`benchmarks/gpu_check.sh`)"
+
+
+def kept_section(results: Path) -> list[str]:
+    """The GPU section of ``results`` as it is (heading and marked block), as lines for a writer
+    that rewrites the file (``run.py``), so that a run on the CPU does not erase it; [] if none."""
+    body = results.read_text() if results.exists() else ""
+    if BEGIN not in body or END not in body:
+        return []
+    return ["", HEADING, "", BEGIN + body.split(BEGIN, 1)[1].split(END, 1)[0] + END]
+
+
 def put_section(results: Path, text: str) -> None:
     """Replace the text between the GPU markers of ``results`` (or append the section), atomically."""
     body = results.read_text() if results.exists() else ""
@@ -269,7 +281,7 @@ def put_section(results: Path, text: str) -> None:
         head, rest = body.split(BEGIN, 1)
         body = head + block + rest.split(END, 1)[1]
     else:
-        body = body.rstrip("\n") + f"\n\n## GPU check (`benchmarks/gpu_check.sh`)\n\n{block}\n"
+        body = body.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
     tmp = results.with_suffix(".md.tmp")
     tmp.write_text(body)
     tmp.replace(results)

@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import bench_cache, cache_lines  # noqa: E402
+from gpu_check import kept_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASE = ROOT.parent / "shared" / "data" / "brats-case"
@@ -741,19 +742,8 @@ def write_results(res: dict[str, Any], out: Path) -> None:
         lines += cache_lines(res["cache"], res["case"])
     if res.get("extra"):
         lines += ["", *res["extra"]]
-    lines += kept_gpu_section(out)
+    lines += kept_section(out)  # the GPU section a GPU machine wrote (benchmarks/gpu_check.py)
     out.write_text("\n".join(lines) + "\n")
-
-
-def kept_gpu_section(out: Path) -> list[str]:
-    """The GPU section of ``out`` as it is (written by benchmarks/gpu_check.py on a GPU machine,
-    between its markers), so that a run here on the CPU does not erase it; [] if it has none."""
-    begin, end = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
-    body = out.read_text() if out.exists() else ""
-    if begin not in body or end not in body:
-        return []
-    block = body.split(begin, 1)[1].split(end, 1)[0]
-    return ["", "## GPU check (`benchmarks/gpu_check.sh`)", "", begin + block + end]
 
 
 def main(argv: list[str] | None = None) -> int:

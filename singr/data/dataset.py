@@ -14,8 +14,8 @@ built from the cached distances inside the crop only, for the run's delta.
 :class:`PatchAugment` does what MONAI's Compose of three RandFlipd, RandScaleIntensityd and
 RandShiftIntensityd does (:func:`monai_augmentation`, kept as the reference), in place and
 with one copy for all flips: on a 128^3 patch of the real case with SiNG targets, one core,
-MONAI's spends 50 ms of a 93 ms sample (profiled), and whole samples come 1.8x faster with
-ours (``benchmarks/bench_cache.py``, the augmentation table in benchmarks/RESULTS.md).
+MONAI's spends 50 ms of a 93 ms sample (profiled), and whole samples come 1.8-2.5x as fast
+with ours (``benchmarks/bench_cache.py``, the augmentation table in benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from ..errors import SingrInputError
 from ..preprocess import PreparedCase, load_prepared
 from ..sing import DistanceCache, SingSettings, sing_from_distances
 
-__all__ = ["train_augmentation", "monai_augmentation", "PatchAugment", "random_window", "pad_to", "PatchDataset"]
+__all__ = ["train_augmentation", "monai_augmentation", "PatchAugment", "MonaiAugment", "random_window", "pad_to",
+           "PatchDataset"]
 
 
 class PatchAugment:
@@ -75,11 +76,7 @@ def _place(src: np.ndarray, axes: tuple[int, ...], patch: Sequence[int] | None, 
     spatial = tuple(src.shape[1:])
     want = spatial if patch is None else tuple(max(int(p), s) for p, s in zip(patch, spatial))
     shape = (src.shape[0],) + want
-    if want == spatial:
-        out = np.empty(shape, np.float32)
-        out[...] = np.flip(src, axes) if axes else src
-        return out
-    out = np.full(shape, fill, np.float32)
+    out = np.empty(shape, np.float32) if want == spatial else np.full(shape, fill, np.float32)
     dst = tuple(slice(w - s, w) if a + 1 in axes else slice(0, s) for a, (s, w) in enumerate(zip(spatial, want)))
     out[(slice(None),) + dst] = np.flip(src, axes) if axes else src
     return out
@@ -91,21 +88,39 @@ def train_augmentation(flip_prob: float, intensity_prob: float, intensity_scale:
     return PatchAugment(flip_prob, intensity_prob, intensity_scale, intensity_shift)
 
 
-def monai_augmentation(flip_prob: float, intensity_prob: float, intensity_scale: float,
-                       intensity_shift: float) -> Any:
-    """The same augmentation as MONAI transforms (the reference :class:`PatchAugment` is measured
-    and tested against): called on ``{"image", "target"}`` after ``set_random_state``."""
-    from monai.transforms import Compose, EnsureTyped, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+class MonaiAugment:
+    """The same augmentation with MONAI's transforms (the reference :class:`PatchAugment` is
+    measured and tested against), behind :class:`PatchAugment`'s call: :func:`pad_to`, then a
+    Compose of EnsureTyped, RandFlipd on each axis, RandScaleIntensityd and RandShiftIntensityd
+    seeded from ``rng``."""
 
-    keys = ["image", "target"]
-    return Compose([
-        EnsureTyped(keys=keys, track_meta=False),
-        RandFlipd(keys=keys, prob=flip_prob, spatial_axis=0),
-        RandFlipd(keys=keys, prob=flip_prob, spatial_axis=1),
-        RandFlipd(keys=keys, prob=flip_prob, spatial_axis=2),
-        RandScaleIntensityd(keys="image", factors=intensity_scale, prob=intensity_prob),
-        RandShiftIntensityd(keys="image", offsets=intensity_shift, prob=intensity_prob),
-    ])
+    def __init__(self, flip_prob: float, intensity_prob: float, intensity_scale: float, intensity_shift: float):
+        from monai.transforms import Compose, EnsureTyped, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+        keys = ["image", "target"]
+        self.compose = Compose([
+            EnsureTyped(keys=keys, track_meta=False),
+            RandFlipd(keys=keys, prob=flip_prob, spatial_axis=0),
+            RandFlipd(keys=keys, prob=flip_prob, spatial_axis=1),
+            RandFlipd(keys=keys, prob=flip_prob, spatial_axis=2),
+            RandScaleIntensityd(keys="image", factors=intensity_scale, prob=intensity_prob),
+            RandShiftIntensityd(keys="image", offsets=intensity_shift, prob=intensity_prob),
+        ])
+
+    def __call__(self, image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+                 patch: Sequence[int] | None = None, fills: tuple[float, float] = (0.0, 0.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        if patch is not None:
+            image, target = pad_to(image, patch, fills[0]), pad_to(target, patch, fills[1])
+        self.compose.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        out = self.compose({"image": image, "target": target})
+        return (torch.as_tensor(out["image"]).float().numpy(), torch.as_tensor(out["target"]).float().numpy())
+
+
+def monai_augmentation(flip_prob: float, intensity_prob: float, intensity_scale: float,
+                       intensity_shift: float) -> MonaiAugment:
+    """The reference augmentation (:class:`MonaiAugment`)."""
+    return MonaiAugment(flip_prob, intensity_prob, intensity_scale, intensity_shift)
 
 
 def random_window(shape: Sequence[int], patch: Sequence[int], rng: np.random.Generator) -> tuple[slice, ...]:
@@ -200,10 +215,5 @@ class PatchDataset(torch.utils.data.Dataset):
             assert prep.regions is not None
             target = np.asarray(prep.regions[(slice(None),) + win], dtype=np.float32)
             fill = 0.0
-        if isinstance(self.augment, PatchAugment):  # pads too, in the same copy
-            image, target = self.augment(image, target, rng, self.patch, (0.0, fill))
-            return {"image": torch.from_numpy(image), "target": torch.from_numpy(target)}
-        image, target = pad_to(image, self.patch, 0.0), pad_to(target, self.patch, fill)
-        self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))  # a MONAI Compose (the reference)
-        out = self.augment({"image": image, "target": target})
-        return {"image": torch.as_tensor(out["image"]).float(), "target": torch.as_tensor(out["target"]).float()}
+        image, target = self.augment(image, target, rng, self.patch, (0.0, fill))  # pads too
+        return {"image": torch.from_numpy(image), "target": torch.from_numpy(target)}

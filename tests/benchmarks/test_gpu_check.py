@@ -26,6 +26,9 @@ def test_section_is_appended_then_replaced(tmp_path):
     body = res.read_text()
     assert "second run" in body and "first run" not in body and body.count(gpu_check.BEGIN) == 1
     assert body.endswith("## later section\n\nkept\n") and "other text" in body
+    kept = gpu_check.kept_section(res)  # what run.py appends when it rewrites the file
+    assert kept[1] == gpu_check.HEADING and kept[3].startswith(gpu_check.BEGIN) and "second run" in kept[3]
+    assert gpu_check.kept_section(tmp_path / "none.md") == []
 
 
 def test_table_names_every_step():
