@@ -35,7 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
-DRY_RUN = ["synth.n_cases=6", "synth.shape=[64,64,48]", "model.features=[4,4,8,8,16,4]",
+DRY_RUN = ["synth.n_cases=6", "synth.brain_box=null", "synth.shape=[64,64,48]", "model.features=[4,4,8,8,16,4]",
            "train.patch_size=[32,32,32]", "train.iters_per_epoch=4", "train.epochs=2", "train.val_every=1",
            "infer.roi_size=[32,32,32]", "tune.cpus_per_worker=0.5", "tune.map_cpus=0.5", "tune.gpus_per_worker=0",
            "data.num_workers=0", "tune.asha.grace_period=1", "tune.lam_grid=[0.5]"]

@@ -22,6 +22,9 @@ measured in the same run:
 * The preprocessed cache (``bench_cache.py``): format 2 (cropped to the foreground, blosc2)
   against format 1 (whole-volume float32 .npy): bytes per case against the NIfTI input,
   preprocessing time, training patches per second (SiNG targets and hard labels).
+* BraTS-size synthetic cases (``bench_synth.py``): ``configs/synthetic-brats-size.yaml``'s
+  generator (brain box, int16) against the whole-field-of-view float32 one, one core:
+  seconds and bytes per case, brain and tumour volumes beside the real case's.
 
 ``--tiny`` runs every benchmark on small inputs (what the tests check); it does not
 write the repository's RESULTS.md unless ``--out`` says so.
@@ -45,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import bench_cache, cache_lines  # noqa: E402
+from bench_synth import bench_synth, synth_lines  # noqa: E402
 from gpu_check import kept_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -740,6 +744,8 @@ def write_results(res: dict[str, Any], out: Path) -> None:
                   f"{sm['warm_s'] / sm['cold_s']:.3f} ({sm['cold_over_warm']:.1f}x faster) |"]
     if res.get("cache"):
         lines += cache_lines(res["cache"], res["case"])
+    if res.get("synth"):
+        lines += synth_lines(res["synth"])
     if res.get("extra"):
         lines += ["", *res["extra"]]
     lines += kept_section(out)  # the GPU section a GPU machine wrote (benchmarks/gpu_check.py)
@@ -759,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-infer", action="store_true", help="reuse the inference figures of the last run")
     ap.add_argument("--skip-sweep-maps", action="store_true", help="reuse the sweep map-stage figures of the last run")
     ap.add_argument("--skip-cache", action="store_true", help="reuse the compact-cache figures of the last run")
+    ap.add_argument("--skip-synth", action="store_true", help="reuse the BraTS-size synthetic-case figures")
     ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.maps_worker:
@@ -789,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
         ("sweep_maps", a.skip_sweep_maps, "sweep map stage (cold vs warm cache)",
          lambda d: bench_sweep_maps(a.repeats, a.tiny, d)),
         ("cache", a.skip_cache, "compact cache (format 2 vs format 1)",
-         lambda d: bench_cache(case, a.repeats, a.tiny, d)))
+         lambda d: bench_cache(case, a.repeats, a.tiny, d)),
+        ("synth", a.skip_synth, "BraTS-size synthetic cases (brain box + int16 vs whole volume float32)",
+         lambda d: bench_synth(case, a.repeats, a.tiny, d)))
     for key, skip, label, fn in sections:
         if skip and key in prev:  # reuse the last run's figures, saying from when
             res[key] = prev[key]

@@ -118,13 +118,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.example:
         from .data.synth import write_example_case
 
-        folder = write_example_case(args.example, shape=shape, seed=seed, ambiguity=amb)
+        folder = write_example_case(args.example, shape=shape, seed=seed, ambiguity=amb,
+                                    brain_box=_brain_box(shape, s.brain_box), dtype=s.dtype)
         print(f"[singr] example case (held out from the data set of seed {seed}; BraTS 2023 file names and labels) "
               f"in {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
         return 0
-    paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet, ambiguity=amb)
-    print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}, ambiguity {amb:g}) in {out}")
+    box = _brain_box(shape, s.brain_box)
+    paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet, ambiguity=amb,
+                               brain_box=box, dtype=s.dtype)
+    where = f", brain box {'x'.join(map(str, box))}" if box else ""
+    print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}{where}, ambiguity {amb:g}, "
+          f"{s.dtype}) in {out}")
     return 0
+
+
+def _brain_box(shape: tuple[int, ...], box: list[int] | None) -> tuple[int, ...] | None:
+    """The config's brain box, or None when ``--shape`` made the volume smaller than it on some axis."""
+    if box is None or any(b > s for b, s in zip(box, shape)):
+        return None
+    return tuple(box)
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..data.readers.registry import LAYOUTS
 from ..losses import LOSSES
@@ -144,6 +144,17 @@ class SynthConfig(Section):
     seed: int
     ambiguity: UnitFloat = Field(description="0: crisp label borders; 1: infiltrative borders, partial-volume "
                                  "edges and per-case rater variability")
+    brain_box: Optional[Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=3, max_length=3)]] = Field(
+        default=None, description="box (voxels) the head is generated in, pasted into zeros of `shape`; "
+        "null: the whole shape")
+    dtype: Literal["float32", "int16"] = Field(default="float32", description="stored intensities: float32, or "
+                                               "int16 rounded as BraTS distributes them")
+
+    @model_validator(mode="after")
+    def _box_inside_shape(self) -> "SynthConfig":
+        if self.brain_box is not None and any(b > s for b, s in zip(self.brain_box, self.shape)):
+            raise ValueError(f"brain_box {self.brain_box} must fit inside shape {self.shape}")
+        return self
 
 
 class SingrConfig(BaseModel):

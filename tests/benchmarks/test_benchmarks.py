@@ -55,3 +55,8 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
     a = c["augment"]  # the augmentation against MONAI's transforms, and the pipeline before both changes
     assert a["ratio"] == pytest.approx(statistics.median([o / m for o, m in zip(a["ours"], a["monai"])]))
     assert a["monai_per_s"] > 0 and a["before_per_s"] > 0 and "format 1, MONAI transforms (before)" in text
+    # BraTS-size synthetic cases (tiny geometry here): both generators timed, the box one's head smaller
+    s = res["synth"]
+    assert "## BraTS-size synthetic cases" in text and s["cases"] >= 2
+    assert s["before_s"] > 0 and s["now_s"] > 0 and s["now_bytes"] < s["before_bytes"]
+    assert max(s["now_brain_ml"]) < min(s["before_brain_ml"]) and s["real"]["brain_ml"] > 500

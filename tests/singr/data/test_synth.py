@@ -196,3 +196,73 @@ def test_oedema_border_intensity_smoother_with_ambiguity():
             flair = ndimage.gaussian_filter(synthesize_case(shape, seed, a)[0][0].astype(np.float64), 1.0)
             grad.append(float(np.sqrt(sum(g * g for g in np.gradient(flair)))[band].mean()))
         assert grad[2] < 0.8 * grad[0] and grad[2] < grad[1] < grad[0], (seed, grad)
+
+
+# --- BraTS size: the head in a brain box, int16 intensities ----------------------------------------------------
+
+
+@pytest.mark.parametrize("ambiguity", [0.0, 0.5])
+def test_brain_box_is_the_box_case_pasted_into_zeros(ambiguity):
+    shape, box = (40, 44, 30), (24, 30, 20)
+    img, lab = synthesize_case(shape, (0, 3), ambiguity, brain_box=box)
+    assert img.shape == (4, *shape) and lab.shape == shape
+    inner_img, inner_lab = synthesize_case(box, (0, 3), ambiguity)
+    nz = np.argwhere(img[0] > 0)
+    start = nz.min(0) - np.argwhere(inner_img[0] > 0).min(0)  # where the box was placed
+    for s, b, x in zip(shape, box, start):
+        assert abs(int(x) - (s - b) // 2) <= 4 and 0 <= x <= s - b  # near the centre, inside the volume
+    where = tuple(slice(int(x), int(x) + b) for x, b in zip(start, box))
+    assert np.array_equal(img[(slice(None),) + where], inner_img) and np.array_equal(lab[where], inner_lab)
+    outside = np.ones(shape, bool)
+    outside[where] = False
+    assert not img[:, outside].any() and not lab[outside].any()
+    img2, lab2 = synthesize_case(shape, (0, 3), ambiguity, brain_box=box)  # deterministic, placement included
+    assert np.array_equal(img, img2) and np.array_equal(lab, lab2)
+    # a box equal to the shape is the plain case
+    assert np.array_equal(synthesize_case(box, (0, 3), ambiguity, brain_box=box)[0], inner_img)
+
+
+@pytest.mark.parametrize("bad", [(41, 30, 20), (24, 30), (7, 30, 20)])
+def test_brain_box_must_fit(bad, tmp_path):
+    with pytest.raises(ValueError, match="brain_box"):
+        synthesize_case((40, 44, 30), 0, brain_box=bad)
+    with pytest.raises(ValueError, match="brain_box"):
+        synthesize_dataset(tmp_path, n_cases=1, shape=(40, 44, 30), progress=False, brain_box=bad)
+    assert not any(tmp_path.iterdir())
+
+
+def test_int16_dataset_stores_the_rounded_intensities(tmp_path):
+    import nibabel as nib
+
+    shape, box = (40, 44, 30), (24, 30, 20)
+    folder = synthesize_dataset(tmp_path, n_cases=1, shape=shape, seed=2, progress=False, brain_box=box,
+                                dtype="int16")[0]
+    img, lab = synthesize_case(shape, (2, 1), brain_box=box)
+    for c, m in enumerate(("flair", "t1", "t1ce", "t2")):
+        nii = nib.load(str(folder / f"BraTS20_Training_001_{m}.nii.gz"))
+        assert nii.get_data_dtype() == np.int16
+        assert np.array_equal(np.asarray(nii.dataobj), np.rint(img[c]).astype(np.int16))
+    assert np.array_equal(np.asarray(nib.load(str(folder / "BraTS20_Training_001_seg.nii.gz")).dataobj), lab)
+    lc = load_case(discover_cases(tmp_path)[0])  # the readers take it as any BraTS case
+    assert lc.image.dtype == np.float32 and (lc.image[:, lab > 0] >= 1).all()
+    with pytest.raises(ValueError, match="dtype"):
+        synthesize_dataset(tmp_path / "x", n_cases=1, shape=shape, progress=False, dtype="float16")
+
+
+def test_brats_size_config_and_its_checks(tmp_path):
+    """configs/synthetic-brats-size.yaml is BraTS's geometry; `singr synth` writes it (here at a small override)."""
+    from singr.cli import main
+    from singr.config import load_config
+    from singr.errors import SingrConfigError
+
+    cfg = load_config("synthetic-brats-size.yaml")
+    assert cfg.synth.shape == [240, 240, 155] and cfg.synth.brain_box == [150, 185, 140] and cfg.synth.dtype == "int16"
+    with pytest.raises(SingrConfigError, match="brain_box"):
+        load_config("synthetic-brats-size.yaml", ["synth.shape=[64,64,48]"])
+    out = tmp_path / "d"
+    assert main(["synth", "-c", "synthetic-brats-size.yaml", "-q", "--out", str(out), "synth.n_cases=1",
+                 "synth.brain_box=[24,30,20]", "synth.shape=[40,44,30]"]) == 0
+    lc = load_case(discover_cases(out)[0])
+    assert lc.image.shape == (4, 40, 44, 30)
+    fg = np.argwhere(lc.image[0] != lc.image[0, 0, 0, 0])
+    assert (fg.max(0) - fg.min(0) + 1 <= np.array([24, 30, 20])).all()  # the head stays in its box
