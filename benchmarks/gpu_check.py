@@ -33,8 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sections  # noqa: E402 - benchmarks/sections.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
+BEGIN, END = sections.markers("gpu-check")
 DRY_RUN = ["synth.n_cases=6", "synth.brain_box=null", "synth.shape=[64,64,48]", "model.features=[4,4,8,8,16,4]",
            "train.patch_size=[32,32,32]", "train.iters_per_epoch=4", "train.epochs=2", "train.val_every=1",
            "infer.roi_size=[32,32,32]", "tune.cpus_per_worker=0.5", "tune.map_cpus=0.5", "tune.gpus_per_worker=0",
@@ -267,24 +270,12 @@ HEADING = "## GPU check (`benchmarks/gpu_check.sh`)"
 def kept_section(results: Path) -> list[str]:
     """The GPU section of ``results`` as it is (heading and marked block), as lines for a writer
     that rewrites the file (``run.py``), so that a run on the CPU does not erase it; [] if none."""
-    body = results.read_text() if results.exists() else ""
-    if BEGIN not in body or END not in body:
-        return []
-    return ["", HEADING, "", BEGIN + body.split(BEGIN, 1)[1].split(END, 1)[0] + END]
+    return sections.kept(results, "gpu-check", HEADING)
 
 
 def put_section(results: Path, text: str) -> None:
     """Replace the text between the GPU markers of ``results`` (or append the section), atomically."""
-    body = results.read_text() if results.exists() else ""
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        body = head + block + rest.split(END, 1)[1]
-    else:
-        body = body.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    tmp = results.with_suffix(".md.tmp")
-    tmp.write_text(body)
-    tmp.replace(results)
+    sections.put(results, "gpu-check", text, HEADING)
 
 
 def main() -> int:

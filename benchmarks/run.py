@@ -22,6 +22,9 @@ measured in the same run:
 * The preprocessed cache (``bench_cache.py``): format 2 (cropped to the foreground, blosc2)
   against format 1 (whole-volume float32 .npy): bytes per case against the NIfTI input,
   preprocessing time, training patches per second (SiNG targets and hard labels).
+* Trial start-up (``bench_startup.py``): the sweep with every trial a Ray Train run against
+  trials trained in their own reused Tune process (``tune.trial_runner``): the epochs' share
+  of a trial's slot, the start-up before the first epoch by part, the sweep's wall time.
 * BraTS-size synthetic cases (``bench_synth.py``): ``configs/synthetic-brats-size.yaml``'s
   generator (brain box, int16) against the whole-field-of-view float32 one, one core:
   seconds and bytes per case, brain and tumour volumes beside the real case's.
@@ -48,8 +51,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import bench_cache, cache_lines  # noqa: E402
+from bench_startup import bench_startup, startup_lines  # noqa: E402
 from bench_synth import bench_synth, synth_lines  # noqa: E402
 from gpu_check import kept_section  # noqa: E402
+from scale import kept_section as kept_scale_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASE = ROOT.parent / "shared" / "data" / "brats-case"
@@ -746,8 +751,11 @@ def write_results(res: dict[str, Any], out: Path) -> None:
         lines += cache_lines(res["cache"], res["case"])
     if res.get("synth"):
         lines += synth_lines(res["synth"])
+    if res.get("startup"):
+        lines += startup_lines(res["startup"])
     if res.get("extra"):
         lines += ["", *res["extra"]]
+    lines += kept_scale_section(out)  # the scale section benchmarks/scale.py wrote (long runs, kept)
     lines += kept_section(out)  # the GPU section a GPU machine wrote (benchmarks/gpu_check.py)
     out.write_text("\n".join(lines) + "\n")
 
@@ -766,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sweep-maps", action="store_true", help="reuse the sweep map-stage figures of the last run")
     ap.add_argument("--skip-cache", action="store_true", help="reuse the compact-cache figures of the last run")
     ap.add_argument("--skip-synth", action="store_true", help="reuse the BraTS-size synthetic-case figures")
+    ap.add_argument("--skip-startup", action="store_true", help="reuse the trial start-up figures (two sweeps)")
     ap.add_argument("--maps-worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.maps_worker:
@@ -798,7 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         ("cache", a.skip_cache, "compact cache (format 2 vs format 1)",
          lambda d: bench_cache(case, a.repeats, a.tiny, d)),
         ("synth", a.skip_synth, "BraTS-size synthetic cases (brain box + int16 vs whole volume float32)",
-         lambda d: bench_synth(case, a.repeats, a.tiny, d)))
+         lambda d: bench_synth(case, a.repeats, a.tiny, d)),
+        ("startup", a.skip_startup, "trial start-up (Ray Train run per trial vs inline)",
+         lambda d: bench_startup(1 if a.tiny else max(1, a.repeats // 3), a.tiny, d)))
     for key, skip, label, fn in sections:
         if skip and key in prev:  # reuse the last run's figures, saying from when
             res[key] = prev[key]

@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="hyperparameter sweep on Ray (maps -> Tune/Optuna/ASHA -> MLflow)",
                        description="Same as `python -m tune`: SiNG maps for tune.lam_grid with Ray Data, an "
-                       "Optuna + ASHA sweep of Ray Train trials, MLflow tracking, best model registered. "
+                       "Optuna + ASHA sweep of training trials (Ray Train for DDP), MLflow tracking, best model "
+                       "registered. "
                        "Uses RAY_ADDRESS when set, else a local Ray on 127.0.0.1; rerun to resume.")
     _add_config(p)
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing sweep of the same name")

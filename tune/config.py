@@ -65,6 +65,10 @@ class TuneSection(Section):
     lr: Optional[Range]
     models: Optional[Annotated[list[Literal[MODELS]], Field(min_length=1)]]  # type: ignore[valid-type]
     num_workers: PosInt
+    trial_runner: Literal["auto", "inline", "train"] = Field(
+        description="how a trial trains: inline (in the Tune trial's own process, one worker; "
+        "Tune reuses the process for later trials), train (a Ray Train run: controller and worker group, "
+        "DDP when num_workers > 1); auto: inline for one worker, train for more")
     cpus_per_worker: PosFloat
     gpus_per_worker: Optional[NonNegFloat]
     map_actors: Optional[PosInt]
@@ -83,7 +87,7 @@ class TuneSection(Section):
         description="the objective: searcher, ASHA, best trial, registered score and every run's best "
         "checkpoint (train.select_metric); HD95 metrics are minimised, the others maximised")
     refit_folds: Optional[Annotated[int, Field(ge=2)]] = Field(
-        description="after the search, train the best hyperparameters on this many folds (parallel Ray Train "
+        description="after the search, train the best hyperparameters on this many folds (parallel "
         "runs) and register the fold ensemble; null: no refit")
     ensemble_top_k: Optional[Annotated[int, Field(ge=2)]] = Field(
         description="register the best checkpoints of this many best trials as one ensemble; null: the best "
@@ -222,6 +226,9 @@ class ServiceConfig(SingrConfig):
     def _across_sections(self) -> "ServiceConfig":
         t = self.tune
         t.check_ensemble()
+        if t.trial_runner == "inline" and t.num_workers > 1:
+            raise ValueError(f"tune.trial_runner = 'inline' trains one worker in the trial's process, but "
+                             f"tune.num_workers = {t.num_workers}; set tune.trial_runner to train (or auto) for DDP")
         val_every = self.sweep_val_every()
         if t.mode == "search" and t.asha.grace_period % val_every:
             raise ValueError(f"tune.asha.grace_period = {t.asha.grace_period} is not a multiple of train.val_every "

@@ -9,7 +9,7 @@ What the folder holds, by ``tune``'s keys (at most one of the two ensemble keys)
   starts; the test split stays held out), as K trials of one Ray Tune experiment
   (``<sweep>/refit-<K>folds``: no searcher, no early stopping, as many at once as
   ``tune.max_concurrent`` or the cluster allows). Each is the sweep's own trial
-  (:func:`tune.trainer.run_trial`, a Ray Train run with the same failure handling, MLflow child
+  (:func:`tune.trainer.run_trial`, by the same ``tune.trial_runner``, failure handling, MLflow child
   run and checkpoints), so an interrupted refit resumes like the search. Members
   ``fold_0 .. fold_<K-1>``; the score is the mean over folds of each fold's best validation
   score (cross-validation), on a digest of the folds (not comparable with a single split's);
@@ -228,9 +228,9 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
 
     from .guards import PlacementGroupJanitor, Watchdog
     from .results import interrupted, trial_rows
-    from .search import Progress, concurrency, make_trainable
+    from .search import Progress, concurrency, make_trainable, tuner_settings
     from .tracking import TrialRuns
-    from .trainer import scaling
+    from .trainer import how_trials_train, scaling
 
     cfg = plan.cfg
     k = int(cfg.tune.refit_folds or 0)
@@ -243,7 +243,7 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
     params = _params(plan, best)
     shown = ", ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in params.items())
     print(f"[tune] refit: {shown} (trial {best['trial_id']}) on {k} folds of {sum(len(f) for f in folds)} train+val "
-          f"cases, {k} Ray Train runs, up to {conc} at once; in {exp}", flush=True)
+          f"cases, {k} runs ({how_trials_train(cfg, scale)}), up to {conc} at once; in {exp}", flush=True)
     trainable = make_trainable(rplan, scale)
     fold_runs = TrialRuns(rplan, parent)
     bar = Progress(k, ["fold"], int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
@@ -254,11 +254,14 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         space = {**params, "folds": k, "fold": tune.grid_search(list(range(k)))}
+        how = tuner_settings(rplan, scale)
         tuner = tune.Tuner(trainable, param_space=space,
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(conc)),
+                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(conc),
+                                                       reuse_actors=how["reuse_actors"]),
                            run_config=tune.RunConfig(name=exp.name, storage_path=str(plan.sweep_dir),
-                                                     callbacks=[fold_runs, bar, janitor], stop=watchdog,
-                                                     verbose=0))
+                                                     callbacks=[fold_runs, bar, *how["janitor"](janitor)],
+                                                     stop=watchdog,
+                                                     verbose=0, **how["run"]))
     grid = tuner.fit()
     janitor.finish()
     rows = trial_rows(grid, rplan)

@@ -26,7 +26,8 @@ def interrupted(grid: Any, num_samples: int) -> bool:
 
 def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
     """One row per trial, best first: params, objective score, best/last Dice, epochs run,
-    stopped early, checkpoint (the latest, holding the trial's best)."""
+    stopped early, checkpoint (the latest, holding the trial's best: the path a Ray Train run
+    reported, or Tune's latest checkpoint of an inline trial)."""
     epochs = int(plan.cfg.train.epochs)
     metric = plan.metric
     split = plan.cfg.experiment.eval_split if is_grid(plan.cfg) and plan.cfg.experiment else None
@@ -43,6 +44,8 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
             hist = sorted({int(e): float(v) for e, v in zip(df[TIME_ATTR], df[METRIC]) if v == v}.items())
         if df is not None and len(df) and "checkpoint_path" in df and df["checkpoint_path"].notna().any():
             ckpt = str(df["checkpoint_path"].dropna().iloc[-1])  # the final (test) report has none
+        if not ckpt and getattr(res, "checkpoint", None) is not None:  # an inline trial: Tune's own latest
+            ckpt = str(res.checkpoint.path)
         best = max((v for _, v in hist), default=float(m.get("best_val_Dice_mean", m.get(METRIC, float("nan")))))
         score = best_score(df, m, metric) if metric != METRIC else best
         ran = int(m.get(TIME_ATTR) or 0)
@@ -63,22 +66,37 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
 
 def trial_timing(df: Any) -> dict[str, float]:
     """Where a trial's time went, from its reports (NaN where a column is missing):
-    ``first_report_s`` (start to the first epoch's report: start-up plus one epoch),
-    ``epoch_s`` (median ``epoch_seconds``), ``patches_per_s`` (median), ``data_wait_share``
-    (total ``data_wait_seconds`` / total ``train_seconds``: how long the network waited for
-    data) and ``val_share`` (total ``val_seconds`` / total ``epoch_seconds``)."""
+    ``first_report_s`` (start to the first epoch's report: start-up plus one epoch; from the
+    trial's process start where the report has ``startup/first_report_s``, else Tune's
+    ``time_total_s``), ``startup_s`` (that minus the first epoch), ``epoch_share`` (the
+    epochs' share of the trial's slot: total ``epoch_seconds`` over the time from the trial's
+    start to its last report), ``epoch_s`` (median ``epoch_seconds``), ``patches_per_s``
+    (median), ``data_wait_share`` (total ``data_wait_seconds`` / total ``train_seconds``: how
+    long the network waited for data) and ``val_share`` (total ``val_seconds`` / total
+    ``epoch_seconds``)."""
     nan = float("nan")
-    out = {"first_report_s": nan, "epoch_s": nan, "patches_per_s": nan, "data_wait_share": nan, "val_share": nan}
+    out = {"first_report_s": nan, "startup_s": nan, "epoch_share": nan, "epoch_s": nan, "patches_per_s": nan,
+           "data_wait_share": nan, "val_share": nan}
     if df is None or not len(df):
         return out
 
     def col(name: str) -> Any:
         return df[name].dropna().astype(float) if name in df else None
 
-    first, ep, pps = col("time_total_s"), col("epoch_seconds"), col("patches_per_s")
+    total, ep, pps = col("time_total_s"), col("epoch_seconds"), col("patches_per_s")
     wait, train, val = col("data_wait_seconds"), col("train_seconds"), col("val_seconds")
+    first = col("startup/first_report_s")
+    if first is None or not len(first):
+        first = total
     if first is not None and len(first):
         out["first_report_s"] = round(float(first.iloc[0]), 2)
+        if ep is not None and len(ep):
+            out["startup_s"] = round(max(0.0, float(first.iloc[0]) - float(ep.iloc[0])), 2)
+            slot = float(first.iloc[0])
+            if total is not None and len(total) > 1:  # the reports after the first, by Tune's clock
+                slot += float(total.iloc[-1]) - float(total.iloc[0])
+            if slot > 0:
+                out["epoch_share"] = round(min(1.0, float(ep.sum()) / slot), 4)
     if ep is not None and len(ep):
         out["epoch_s"] = round(float(ep.median()), 3)
         if val is not None and float(ep.sum()) > 0:
@@ -87,6 +105,18 @@ def trial_timing(df: Any) -> dict[str, float]:
         out["patches_per_s"] = round(float(pps.median()), 3)
     if wait is not None and train is not None and float(train.sum()) > 0:
         out["data_wait_share"] = round(float(wait.sum()) / float(train.sum()), 4)
+    return out
+
+
+def slot_use(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The sweep's medians over its trials of ``epoch_share`` and ``startup_s`` (:func:`trial_timing`);
+    None where no trial has them."""
+    import statistics
+
+    out: dict[str, float | None] = {}
+    for key in ("epoch_share", "startup_s"):
+        vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
+        out[f"{key}_median"] = round(statistics.median(vals), 4) if vals else None
     return out
 
 

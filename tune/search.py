@@ -37,6 +37,28 @@ def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[in
     return max(1, min(fit, int(n_trials)))
 
 
+def check_trial_fits(cfg: ServiceConfig, scale: tuple[int, float, float], nodes: list[dict[str, float]]) -> None:
+    """An inline trial holds one worker's resources in one process: refuse (SingrConfigError)
+    when no node of ``nodes`` (each node's total resources) has that many CPUs and GPUs, which
+    would leave the trial pending for ever (Ray Tune only warns). A Ray Train run retries its
+    worker group's start-up instead (``tune.start_retries``)."""
+    from singr.errors import SingrConfigError
+
+    from .trainer import runner
+
+    if runner(cfg, scale) != "inline" or not nodes:
+        return
+    _, cpus, gpus = scale
+    if any(float(n.get("CPU", 0.0)) + 1e-9 >= cpus and float(n.get("GPU", 0.0)) + 1e-9 >= gpus for n in nodes):
+        return
+    most = max(nodes, key=lambda n: (float(n.get("CPU", 0.0)), float(n.get("GPU", 0.0))))
+    raise SingrConfigError(
+        f"a trial needs tune.cpus_per_worker = {cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if gpus else "")
+        + f" on one node, but the largest node of this cluster has {float(most.get('CPU', 0.0)):g} CPU(s)"
+        + (f" and {float(most.get('GPU', 0.0)):g} GPU(s)" if gpus else "")
+        + "; lower tune.cpus_per_worker / tune.gpus_per_worker, or add a node that fits one trial")
+
+
 def n_startup(num_samples: int) -> int:
     """Random trials before the TPE models the results: num_samples // 3, within [2, 10]."""
     return max(2, min(10, int(num_samples) // 3))
@@ -131,13 +153,35 @@ class Progress(Callback):
 
 
 def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
+    """The trial function with its resources: a Train worker's CPUs and GPUs when the trial trains
+    in its own process (``inline``), else a token CPU share (the Train run reserves its workers)."""
     from ray import tune
 
-    from .trainer import run_trial
+    from .trainer import run_trial, runner
 
     fn = tune.with_parameters(run_trial, base_cfg=plan.cfg, trials_dir=str(plan.trials_dir),
                               train_storage=str(plan.sweep_dir / "train_runs"), scale=scale)
+    if runner(plan.cfg, scale) == "inline":
+        return tune.with_resources(fn, {"cpu": float(scale[1]), **({"gpu": float(scale[2])} if scale[2] > 0 else {})})
     return tune.with_resources(fn, {"cpu": 0.01})
+
+
+def tuner_settings(plan: SweepPlan, scale: tuple[int, float, float]) -> dict[str, Any]:
+    """What the runner changes in a Tuner: inline trials reuse their processes (``reuse_actors``),
+    are retried by Tune (``tune.max_failures``) and keep Tune's two latest checkpoints; a Ray
+    Train run retries its own workers and keeps its own checkpoints. ``janitor``: the
+    :class:`~tune.guards.PlacementGroupJanitor` as a list of callbacks (empty inline)."""
+    from ray import tune
+
+    from .trainer import runner
+
+    if runner(plan.cfg, scale) != "inline":
+        return {"reuse_actors": False, "run": {}, "janitor": lambda j: [j]}
+    # no Train worker groups to clean up while the sweep runs: the janitor would see Tune's own trial groups
+    # (same shape) between two trials and must not touch them; its end-of-sweep check still runs
+    return {"reuse_actors": True, "janitor": lambda j: [],
+            "run": {"failure_config": tune.FailureConfig(max_failures=int(plan.cfg.tune.max_failures)),
+                    "checkpoint_config": tune.CheckpointConfig(num_to_keep=2)}}
 
 
 def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
@@ -152,11 +196,13 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
                                    resume_errored=True)
         return tuner.fit(), True
     t = plan.cfg.tune
+    how = tuner_settings(plan, scale)
     run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path), callbacks=list(callbacks),
-                                stop=stopper, verbose=0)
+                                stop=stopper, verbose=0, **how["run"])
     if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
         tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent)),
+                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent),
+                                                       reuse_actors=how["reuse_actors"]),
                            run_config=run_config)
         return tuner.fit(), False
     searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
@@ -167,7 +213,8 @@ def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent:
     tuner = tune.Tuner(
         trainable,
         param_space=search_space(plan.cfg),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples)),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples),
+                                    reuse_actors=how["reuse_actors"]),
         run_config=run_config,
     )
     return tuner.fit(), False

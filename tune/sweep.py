@@ -7,7 +7,7 @@
 3. the search or the grid (:mod:`tune.search`), one MLflow child run per trial;
 4. the results (:mod:`tune.results`): ``trials.csv``, ``sweep.png``, ``summary.json``;
 5. a search builds its model folder (:mod:`tune.ensemble`: the best trial, or the fold refit
-   of ``tune.refit_folds`` as parallel Ray Train runs, or the ``tune.ensemble_top_k`` best
+   of ``tune.refit_folds`` as parallel runs, or the ``tune.ensemble_top_k`` best
    trials), fits its post-processing rules on validation data (``tune.postprocess``) and
    registers it (:mod:`tune.publish`); a grid writes its report.
 
@@ -53,9 +53,9 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
 
     from .guards import PlacementGroupJanitor, Watchdog
     from .maps import compute_maps
-    from .search import Progress, concurrency, run_search
+    from .search import Progress, check_trial_fits, concurrency, run_search, tuner_settings
     from .tracking import TrialRuns, parent_run
-    from .trainer import scaling
+    from .trainer import how_trials_train, scaling
 
     check_budget(plan, resume)
     cfg = plan.cfg
@@ -64,6 +64,8 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
 
         prepare_folds(plan, int(cfg.tune.refit_folds))
     resources = ray.cluster_resources()
+    scale = scaling(cfg, resources)
+    check_trial_fits(cfg, scale, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
     shown = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
     print(f"[tune] sweep {plan.name!r} in {plan.sweep_dir}; cluster {json.dumps(shown)}", flush=True)
     maps: dict[str, Any] = {"cases": 0, "maps_computed": 0, "maps_cached": 0, "actors": 0, "nodes": {}}
@@ -82,17 +84,17 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
         for node, cids in got["nodes"].items():
             maps["nodes"].setdefault(node, []).extend(cids)
     parent = parent_run(plan)
-    scale = scaling(cfg, resources)
     conc = concurrency(cfg, resources, scale, plan.n_trials)
     kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
-    print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {scale[0]} Train worker(s) x "
+    print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {how_trials_train(cfg, scale)} x "
           f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     runs = TrialRuns(plan, parent)
     bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
     bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
     janitor = PlacementGroupJanitor(bundle)
     watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
-    grid, restored = run_search(plan, scale, conc, [runs, bar, janitor], resume=resume, stopper=watchdog)
+    grid, restored = run_search(plan, scale, conc, [runs, bar, *tuner_settings(plan, scale)["janitor"](janitor)],
+                                resume=resume, stopper=watchdog)
     maps["resources"] = janitor.finish()
     return finish(plan, grid, restored, maps, parent, runs, t0, stalled=watchdog.fired)
 
@@ -101,7 +103,7 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
            t0: float, stalled: bool = False) -> int:
     """Results files, then registration (search) or the report (grid). Exit codes: 0 done,
     130 interrupted (run the command again to resume), 3 ended by the watchdog."""
-    from .results import format_table, interrupted, trial_rows, write_csv, write_plot
+    from .results import format_table, interrupted, slot_use, trial_rows, write_csv, write_plot
 
     cfg = plan.cfg
     params = search_params(cfg)
@@ -114,8 +116,12 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
                                "n_trials": len(rows), "n_stopped_early": sum(r["stopped_early"] for r in rows),
                                "n_errors": sum(r["error"] for r in rows), "tracking_uri": plan.tracking_uri,
                                "parent_run_id": parent, "mlflow_not_logged": runs.failures,
-                               "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows]}
+                               "trials": [{k: v for k, v in r.items() if k != "history"} for r in rows],
+                               **slot_use(rows)}
     summary_p = plan.results_dir / "summary.json"
+    if summary.get("epoch_share_median") is not None:
+        print(f"[tune] trials spent {summary['epoch_share_median']:.0%} of their slots in epochs (median; start-up "
+              f"{summary['startup_s_median']:.1f} s before the first epoch)", flush=True)
     if stalled:
         summary["stalled"] = True
         write_json(summary_p, summary, indent=1, default=str)

@@ -37,7 +37,8 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 ML_EXPERIMENT = "custom_model_development"
 # what a child run keeps of a trial's results: the curves, nothing of Ray's bookkeeping
 METRIC_PREFIXES = ("val_", "train_loss", "epoch_seconds", "best_val_", "data_wait_", "patches_per_s",
-                   "system/")  # the curves, where the time went, and the worker machine (MLflow system-metric names)
+                   "setup_", "startup/",  # the curves, where the time went (start-up included),
+                   "system/")  # and the worker machine (MLflow system-metric names)
 
 
 def client_for(uri: str) -> Any:

@@ -145,10 +145,9 @@ class SynthConfig(Section):
     ambiguity: UnitFloat = Field(description="0: crisp label borders; 1: infiltrative borders, partial-volume "
                                  "edges and per-case rater variability")
     brain_box: Optional[Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=3, max_length=3)]] = Field(
-        default=None, description="box (voxels) the head is generated in, pasted into zeros of `shape`; "
-        "null: the whole shape")
-    dtype: Literal["float32", "int16"] = Field(default="float32", description="stored intensities: float32, or "
-                                               "int16 rounded as BraTS distributes them")
+        description="box (voxels) the head is generated in, pasted into zeros of `shape`; null: the whole shape")
+    dtype: Literal["float32", "int16"] = Field(description="stored intensities: float32, or int16 rounded as "
+                                               "BraTS distributes them")
 
     @model_validator(mode="after")
     def _box_inside_shape(self) -> "SynthConfig":

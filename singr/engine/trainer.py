@@ -161,11 +161,17 @@ class Trainer:
         self.best, self.best_epoch, self.start_epoch = self._no_best(), -1, 0
         self.meta: dict[str, Any] = {}
         self.last_timing: dict[str, float] = {}  # the last epoch's times (train_epoch)
+        self.setup_timing: dict[str, float] = {}  # where setup() spent its time (set by setup)
 
     # ------------------------------------------------------------------ stages
 
     def setup(self) -> None:
-        """Cases, split, preprocessing, network, optimizer, data loader; resume if asked."""
+        """Cases, split, preprocessing, network, optimizer, data loader; resume if asked.
+
+        Sets :attr:`setup_timing`: ``setup_data_seconds`` (cases, split, preprocessing),
+        ``setup_model_seconds`` (network, optimizer, resume, DDP wrap) and ``setup_seconds``
+        (all of it, data set and loader included); the first epoch's row carries them."""
+        t_start = time.perf_counter()
         cfg, tr = self.cfg, self.cfg.train
         seed_everything(int(tr.seed) + self.rank)
         cases = discover(cfg)
@@ -179,6 +185,7 @@ class Trainer:
             prepare(cfg, [by_id[c] for c in self.split["train"] + self.split["val"]], self.paths,
                     progress=self.progress)
         self.barrier()  # preprocessed arrays and distance maps exist from here on
+        t_data = time.perf_counter()
         regression = is_regression_loss(cfg.loss.name)
         self.train_ids = self.split["train"][self.rank::self.world_size] or self.split["train"]
         self.val_ids = self.split["val"] if tr.val_max_cases is None else self.split["val"][: int(tr.val_max_cases)]
@@ -196,6 +203,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(tr.lr), weight_decay=float(tr.weight_decay))
         self._resume()
         self.net = self.wrap_model(self.model) if self.wrap_model is not None else self.model
+        t_model = time.perf_counter()
         self.loss_fn = loss_from_config(cfg)
         self.iters = max(1, int(tr.iters_per_epoch) // self.world_size)
         from ..data.dataset import PatchDataset, train_augmentation
@@ -212,6 +220,9 @@ class Trainer:
                                                   pin_memory=self.device.type == "cuda")
         self.use_amp = bool(tr.amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.setup_timing = {"setup_data_seconds": round(t_data - t_start, 3),
+                             "setup_model_seconds": round(t_model - t_data, 3),
+                             "setup_seconds": round(time.perf_counter() - t_start, 3)}
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.paths.output_dir / "config.yaml", dump_config(cfg))
@@ -314,6 +325,8 @@ class Trainer:
         for epoch in bar:
             t0 = time.time()
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": self.train_epoch(epoch), **self.last_timing}
+            if epoch == self.start_epoch:  # this run's start-up, once
+                row.update(self.setup_timing)
             do_val = (epoch + 1) % int(tr.val_every) == 0 or epoch + 1 == epochs
             if self.is_main:
                 improved = False

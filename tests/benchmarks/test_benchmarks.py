@@ -60,3 +60,9 @@ def test_benchmarks_run_on_tiny_input(tmp_path):
     assert "## BraTS-size synthetic cases" in text and s["cases"] >= 2
     assert s["before_s"] > 0 and s["now_s"] > 0 and s["now_bytes"] < s["before_bytes"]
     assert max(s["now_brain_ml"]) < min(s["before_brain_ml"]) and s["real"]["brain_ml"] > 500
+    # trial start-up: both runners' sweeps ran, each with its slot share and start-up parts
+    b = res["startup"]
+    assert "## Trial start-up" in text and len(b["train"]["scores"]) == len(b["inline"]["scores"]) == 2
+    for runner in ("train", "inline"):
+        assert 0.0 < b[runner]["epoch_share"] <= 1.0 and b[runner]["startup_s"] >= 0.0 and b[runner]["wall_s"] > 0
+    assert "startup/worker_group_s" in b["train"]["parts"] and "startup/worker_group_s" not in b["inline"]["parts"]

@@ -67,6 +67,14 @@ def cluster_b(tmp_path_factory):
     _down(c)
 
 
+@pytest.fixture
+def cluster_c(tmp_path_factory):
+    """A third cluster, for the second node-loss test only (each loses a worker node for good)."""
+    c, info = _up(tmp_path_factory.mktemp("cluster_c"))
+    yield c, info
+    _down(c)
+
+
 def _submit_cmd(info, name: str, *more: str, wait: bool = True) -> list[str]:
     shared = Path(info.root) / "shared"
     return [PY, "-m", "tune.submit", "--address", info.dashboard, "-c", "smoke.yaml", *([] if wait else ["--no-wait"]),
@@ -187,17 +195,38 @@ def test_mlflow_down_at_submit_is_a_clear_error(cluster_a, tmp_path):
     assert not (Path(info.root) / "shared" / "ray" / "nomlflow").exists()  # refused before any sweep state
 
 
-def _train_worker_nodes(c, info) -> dict[str, list[int]]:
-    """Where Ray Train's workers run now, from the process table (ground truth, unlike a trial's
-    reported results, which reach result.json through the Tune driver and can lag by epochs)."""
+# the process that trains, by runner: Ray Train's worker, or the Tune trial process itself (inline)
+TRAINING_PROCESS = {"train": b"ray::RayTrainWorker", "inline": b"ray::ImplicitFunc"}
+
+
+def _train_worker_nodes(c, info, runner: str = "train") -> dict[str, list[int]]:
+    """Where the trials' training processes run now, from the process table (ground truth, unlike a
+    trial's reported results, which reach result.json through the Tune driver and can lag by epochs)."""
     from tune.cluster import _cmdline
 
     out: dict[str, list[int]] = {}
     for n in info.nodes:
-        pids = sorted(p for p in c.processes(n.name) if _cmdline(p).startswith(b"ray::RayTrainWorker"))
+        pids = sorted(p for p in c.processes(n.name) if _cmdline(p).startswith(TRAINING_PROCESS[runner]))
         if pids:
             out[n.name] = pids
     return out
+
+
+def _kept_checkpoints(sweep: Path, runner: str) -> tuple[list[int], str | None]:
+    """The epochs of the checkpoints a trial keeps now, and its trial id: Ray Train's checkpoint
+    manager snapshot (``epoch_0000N``), or Tune's own checkpoints of an inline trial (``checkpoint_00000K``
+    holds epoch K + 1)."""
+    if runner == "train":
+        snaps = list((sweep / "train_runs").glob("*/checkpoint_manager_snapshot.json"))
+        try:
+            return ([int(e["checkpoint_dir_name"].split("_")[1])
+                     for e in json.loads(snaps[0].read_text())["checkpoint_results"]], snaps[0].parent.name)
+        except (IndexError, ValueError, KeyError):  # none yet, or being written
+            return [], None
+    dirs = sorted(sweep.glob("run_trial_*/checkpoint_0*"))
+    if not dirs:
+        return [], None
+    return [int(d.name.split("_")[1]) + 1 for d in dirs], dirs[0].parent.name.split("_")[2]
 
 
 def _log_epochs(log: Path) -> list[int]:
@@ -207,21 +236,24 @@ def _log_epochs(log: Path) -> list[int]:
         return []
 
 
-def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
-    """The raylet of the node running a trial's Train worker is SIGKILLed mid-trial: the trial
-    resumes from its last kept checkpoint on the other node, and the sweep finishes.
+@pytest.mark.parametrize("runner", ["train", "inline"])
+def test_node_lost_mid_trial_resumes_on_the_survivor(request, runner):
+    """The raylet of the node running a trial's training process (a Ray Train worker; inline, the
+    Tune trial process) is SIGKILLed mid-trial: the trial resumes from its last kept checkpoint on
+    the other node (Ray Train's worker-group restart; inline, Tune's trial retry), and the sweep finishes.
 
     The node is read from the process table the moment a checkpoint from epoch 2 on is kept, and
     the kill happens only while at least two epochs remain. (Once it was read from the trial's
     result.json, which the Tune driver writes behind the trial: under CPU load it could name the
     node after the trial had trained its last epoch, so the kill hit a finished trial and the
     'survivor' was the killed node itself.)"""
-    c, info = cluster_a
-    name = "nodeloss"
+    # a lost node stays lost: each runner's test takes a cluster of its own (the last user of cluster_a)
+    c, info = request.getfixturevalue("cluster_a" if runner == "train" else "cluster_c")
+    name = f"nodeloss-{runner}"
     epochs_total = 10
     shared = Path(info.root) / "shared"
     cmd = _submit_cmd(info, name, "tune.num_samples=1", "tune.cpus_per_worker=0.9", f"train.epochs={epochs_total}",
-                      "train.iters_per_epoch=8", "tune.max_failures=3")
+                      "train.iters_per_epoch=8", "tune.max_failures=3", f"tune.trial_runner={runner}")
     proc = subprocess.Popen(cmd, env=_env(info.env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=info.root)
     out: list[str] = []
@@ -232,26 +264,21 @@ def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
         return f"{msg}\nsaw: {json.dumps(saw, default=str)}\nsweep output:\n{''.join(out)[-3000:]}"
 
     deadline = time.time() + 400
-    snapshot, node, log = None, None, None
+    trial, node, log = None, None, None
+    sweep = shared / "ray" / name
     while time.time() < deadline and proc.poll() is None:
-        snaps = list((shared / "ray" / name / "train_runs").glob("*/checkpoint_manager_snapshot.json"))
-        try:  # the checkpoints kept so far (Ray Train keeps the best few: epoch 2's may be gone already)
-            kept = [int(e["checkpoint_dir_name"].split("_")[1])
-                    for e in json.loads(snaps[0].read_text())["checkpoint_results"]]
-        except (IndexError, ValueError, KeyError):  # none yet, or being written
-            kept = []
+        kept, trial = _kept_checkpoints(sweep, runner)  # the checkpoints kept so far (the latest few)
         if kept and max(kept) >= 2:
-            where = _train_worker_nodes(c, info)
+            where = _train_worker_nodes(c, info, runner)
             saw.update(kept=kept, train_workers=where)
             if len(where) == 1:
-                snapshot, node = snaps[0], next(iter(where))
-                log = shared / "ray" / name / "singr_trials" / snapshot.parent.name / "log.csv"
+                node = next(iter(where))
+                log = sweep / "singr_trials" / str(trial) / "log.csv"
                 break
         time.sleep(0.2)
-    assert snapshot is not None and node is not None and log is not None, said("no kept checkpoint with its worker")
+    assert trial is not None and node is not None and log is not None, said("no kept checkpoint with its worker")
     before = _log_epochs(log)
-    ckpt_epoch = max(int(e["checkpoint_dir_name"].split("_")[1])
-                     for e in json.loads(snapshot.read_text())["checkpoint_results"])
+    ckpt_epoch = max(_kept_checkpoints(sweep, runner)[0])
     saw.update(node=node, epochs_before_kill=before, checkpoint_epoch=ckpt_epoch)
     assert before and max(before) <= epochs_total - 2, said("the trial was too far on to test a loss mid-trial")
     t_kill = time.time()
@@ -262,7 +289,7 @@ def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
         rows = _log_epochs(log)
         if recovered is None and len(rows) > len(before):
             recovered = time.time()  # the first epoch logged after the loss
-        if lingering is None and node not in _train_worker_nodes(c, info):
+        if lingering is None and node not in _train_worker_nodes(c, info, runner):
             lingering = time.time() - t_kill
         time.sleep(0.5)
     proc.wait(timeout=600)
@@ -279,9 +306,10 @@ def test_node_lost_mid_trial_resumes_on_the_survivor(cluster_a):
     assert survivor != node and s["n_errors"] == 0, said("the trial did not finish on the other node")
     kid = _children(info, s["parent_run_id"])
     assert len(kid) == 1 and kid[0].info.status == "FINISHED"
-    print(f"\n[cluster] node {node} lost after epoch {max(before)} (last checkpoint: epoch {ckpt_epoch}); resumed "
+    print(f"\n[cluster] {runner} runner: node {node} lost after epoch {max(before)} (last checkpoint: epoch "
+          f"{ckpt_epoch}); resumed "
           f"on {survivor}; epochs trained again {sorted(redone)}, i.e. {len(redone)} epoch(s) of work lost; "
-          f"its Train worker gone {lingering if lingering is None else round(lingering, 1)} s after the kill; "
+          f"its training process gone {lingering if lingering is None else round(lingering, 1)} s after the kill; "
           f"training again {(recovered or time.time()) - t_kill:.0f} s after the loss; sweep done "
           f"{time.time() - t_kill:.0f} s after it")
 

@@ -83,7 +83,7 @@ def test_refit_trains_each_fold_in_parallel_and_bundles_them(refit):
     runs = m["fold_runs"]
     assert [r["error"] for r in runs] == [False, False] and m["max_concurrent"] == 2
     assert m["all_folds_running_s"] > 0, runs  # the two Ray Train runs overlapped in time
-    assert "[tune] refit: " in out and "on 2 folds of 5 train+val cases, 2 Ray Train runs, up to 2 at once" in out
+    assert "[tune] refit: " in out and "on 2 folds of 5 train+val cases, 2 runs (" in out and "up to 2 at once" in out
     assert "[tune] model: fold ensemble of 2 members (fold_0.safetensors, fold_1.safetensors)" in out
     mv = _version(s)
     assert mv.tags["kind"] == "folds" and mv.tags["members"] == "2" and mv.tags["folds"] == "2"

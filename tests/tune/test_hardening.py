@@ -185,12 +185,23 @@ def test_watchdog_ends_a_sweep_without_progress(tmp_path, smoke_data):
 
 
 def test_worker_group_start_up_is_retried_a_bounded_number_of_times(tmp_path, smoke_data):
-    """Workers that can never be placed (3 CPUs each on a 2-CPU machine): the trial errors after
-    its start-up retries and the sweep ends, instead of retrying forever."""
+    """Ray Train workers that can never be placed (3 CPUs each on a 2-CPU machine): the trial errors
+    after its start-up retries and the sweep ends, instead of retrying forever."""
     r = _run_sweep(tmp_path, smoke_data, "noroom", env_extra={"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5"},
-                   timeout=300, **{"tune.num_samples": 1, "tune.cpus_per_worker": 3, "tune.start_retries": 1})
+                   timeout=300, **{"tune.num_samples": 1, "tune.cpus_per_worker": 3, "tune.start_retries": 1,
+                                   "tune.trial_runner": "train"})
     # retrying for ever would run into the 300-s bound: code None, "still running after 300 s" in err
     assert r["code"] == 2 and "no trial finished with a checkpoint" in r["err"], r["out"][-2000:] + r["err"][-2000:]
+
+
+def test_an_inline_trial_that_fits_no_node_is_refused_before_the_maps(tmp_path, smoke_data):
+    """The same request for the default runner (a one-worker trial trains in its own process): Tune would
+    leave it pending for ever (it only warns), so the sweep refuses it up front, naming the key."""
+    r = _run_sweep(tmp_path, smoke_data, "noroom-inline", timeout=300,
+                   **{"tune.num_samples": 1, "tune.cpus_per_worker": 3})
+    assert r["code"] == 2, r["out"][-2000:] + r["err"][-2000:]
+    assert "tune.cpus_per_worker = 3" in r["err"] and "largest node of this cluster has 2 CPU(s)" in r["err"], r["err"]
+    assert "SiNG maps" not in r["out"]  # refused before any work
 
 
 # --------------------------------------------------------------------------- bad input, one line

@@ -431,3 +431,49 @@ def test_worker_failure_resumes_from_checkpoint(tmp_path, smoke_root):
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs[-1] == 4 and epochs.count(1) == 1, epochs  # restarted from a checkpoint, not from scratch
     assert sorted(set(epochs)) == [1, 2, 3, 4]
+
+
+def test_inline_trial_killed_resumes_from_its_tune_checkpoint(tmp_path, smoke_root):
+    """The default runner trains a one-worker trial in its Tune trial process: SIGKILL that process
+    after epoch 2's checkpoint; Tune retries the trial (tune.max_failures) from its latest checkpoint,
+    so epochs up to it are not trained again, and the sweep registers a model as usual."""
+    import threading
+
+    from tests.tune.conftest import PY, sweep_overrides, sweep_summary, tune_env
+
+    name = "inline-kill"
+    cmd = [PY, "-m", "tune", "-c", "smoke.yaml", "-q",
+           *sweep_overrides(tmp_path, smoke_root, name, **{"tune.num_samples": 1, "train.epochs": 6,
+                                                           "train.iters_per_epoch": 4, "tune.max_failures": 1})]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=tune_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    out: list[str] = []
+    threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True).start()
+    sweep = tmp_path / "ray" / name
+    saw: dict = {}
+    try:
+        deadline, trial_pid = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None:
+            kept = sorted(sweep.glob("run_trial_*/checkpoint_00000[1-9]"))  # Tune's checkpoints: epoch 2 on
+            if kept:
+                trials = [p for p in _descendants(proc.pid) if "ImplicitFunc" in _cmdline(p)]
+                saw.update(kept=[k.name for k in kept], trials=trials)
+                if len(trials) == 1:
+                    trial_pid = trials[0]
+                    break
+            time.sleep(0.1)
+        assert trial_pid is not None, f"no trial process with a checkpoint: {saw}\n{''.join(out)[-3000:]}"
+        logs = list((sweep / "singr_trials").glob("*/log.csv"))
+        before = [int(r["epoch"]) for r in csv.DictReader(open(logs[0]))] if logs else []
+        os.kill(trial_pid, signal.SIGKILL)
+        assert proc.wait(timeout=400) == 0, "".join(out)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(logs[0]))]
+    saw.update(before=before, epochs=epochs)
+    assert before and max(before) < 6, saw  # killed mid-trial
+    assert sorted(set(epochs)) == list(range(1, 7)) and epochs.count(1) == 1 and epochs.count(2) == 1, saw
+    s = sweep_summary(tmp_path, name)
+    assert s["n_errors"] == 0 and s["trials"][0]["epochs_run"] == 6, s
+    assert (sweep / "results" / "best_model").is_dir()

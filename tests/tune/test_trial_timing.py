@@ -21,6 +21,30 @@ def test_timing_from_reports():
     assert t["patches_per_s"] == 11.0
     assert t["data_wait_share"] == round(2.5 / 9.5, 4)          # totals, not a mean of shares
     assert t["val_share"] == round(7.5 / 17.0, 4)               # epochs without validation count as 0
+    assert t["startup_s"] == 26.0                               # first report minus its epoch
+    assert t["epoch_share"] == round(17.0 / 40.0, 4)            # epochs over the slot (start to last report)
+
+
+def test_timing_counts_from_the_trial_process_when_reported():
+    """`startup/first_report_s` (the worker's clock since the trial's process started) replaces Tune's
+    time_total_s, which starts later; the slot adds Tune's time between the first and last reports."""
+    df = pd.DataFrame({"time_total_s": [20.0, 24.0], "epoch_seconds": [3.0, 4.0],
+                       "startup/first_report_s": [26.0, None]})
+    t = trial_timing(df)
+    assert t["first_report_s"] == 26.0 and t["startup_s"] == 23.0
+    assert t["epoch_share"] == round(7.0 / 30.0, 4)
+
+
+def test_startup_split_from_the_clock_marks():
+    from tune.trainer import startup_split
+
+    got = startup_split({"trial_process": 100.0, "trial_function": 104.0}, worker_process=109.5, entry=113.0,
+                        trainer_start=113.25)
+    assert got == {"startup/trial_process_s": 4.0, "startup/worker_group_s": 5.5, "startup/worker_process_s": 3.5,
+                   "startup/loop_s": 0.25}
+    # a refit or an old caller passes no marks: only the worker's own spans; clock skew never gives negatives
+    assert startup_split({}, worker_process=10.0, entry=9.0, trainer_start=9.5) == {
+        "startup/worker_process_s": 0.0, "startup/loop_s": 0.5}
 
 
 def test_timing_without_the_columns_is_nan():
