@@ -819,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {label} ...", flush=True)
             with tempfile.TemporaryDirectory() as d:
                 res[key] = fn(Path(d))
-            res[f"{key}_date"], res[f"{key}_repeats"] = res["date"], a.repeats
+            res[f"{key}_date"] = res["date"]
+            res[f"{key}_repeats"] = res[key].get("rounds", a.repeats)  # a section may run fewer rounds
             print(json.dumps(res[key], indent=1), flush=True)
         if key in res:
             res.setdefault("extra", []).append(f"- {label}: run of {res[f'{key}_date']}, median of "
