@@ -12,7 +12,6 @@ against the one before both changes (format 1 with MONAI's transforms). Used by 
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -220,16 +219,7 @@ def cache_lines(c: dict[str, Any], case: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    import argparse
-    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import standalone
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--case", required=True)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tiny", action="store_true")
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        res = bench_cache(Path(a.case), a.repeats, a.tiny, Path(d))
-    print(json.dumps(res, indent=1))
-    print("\n".join(cache_lines(res, a.case)))
-    sys.exit(0)
+    sys.exit(standalone.main(__doc__, bench_cache, cache_lines))

@@ -110,15 +110,8 @@ def startup_lines(b: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    import argparse
-    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import standalone
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--tiny", action="store_true")
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        res = bench_startup(a.repeats, a.tiny, Path(d))
-    print(json.dumps(res, indent=1))
-    print("\n".join(startup_lines(res)))
-    sys.exit(0)
+    sys.exit(standalone.main(__doc__, bench_startup, lambda res, case: startup_lines(res), case=False,
+                                 repeats=1))

@@ -7,7 +7,6 @@ one (brain and whole-tumour volumes). Used by ``run.py`` (section ``synth``);
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -95,16 +94,7 @@ def synth_lines(s: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    import argparse
-    import tempfile
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import standalone
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--case", required=True)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tiny", action="store_true")
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        res = bench_synth(Path(a.case), a.repeats, a.tiny, Path(d))
-    print(json.dumps(res, indent=1))
-    print("\n".join(synth_lines(res)))
-    sys.exit(0)
+    sys.exit(standalone.main(__doc__, bench_synth, lambda res, case: synth_lines(res)))
