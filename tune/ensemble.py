@@ -259,7 +259,7 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
                            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(conc),
                                                        reuse_actors=how["reuse_actors"]),
                            run_config=tune.RunConfig(name=exp.name, storage_path=str(plan.sweep_dir),
-                                                     callbacks=[fold_runs, bar, *how["janitor"](janitor)],
+                                                     callbacks=[fold_runs, bar, *([janitor] if how["janitor"] else [])],
                                                      stop=watchdog,
                                                      verbose=0, **how["run"]))
     grid = tuner.fit()

@@ -169,17 +169,17 @@ def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
 def tuner_settings(plan: SweepPlan, scale: tuple[int, float, float]) -> dict[str, Any]:
     """What the runner changes in a Tuner: inline trials reuse their processes (``reuse_actors``),
     are retried by Tune (``tune.max_failures``) and keep Tune's two latest checkpoints; a Ray
-    Train run retries its own workers and keeps its own checkpoints. ``janitor``: the
-    :class:`~tune.guards.PlacementGroupJanitor` as a list of callbacks (empty inline)."""
+    Train run retries its own workers and keeps its own checkpoints. ``janitor``: whether the
+    :class:`~tune.guards.PlacementGroupJanitor` runs as a callback during the sweep (not inline)."""
     from ray import tune
 
     from .trainer import runner
 
     if runner(plan.cfg, scale) != "inline":
-        return {"reuse_actors": False, "run": {}, "janitor": lambda j: [j]}
+        return {"reuse_actors": False, "run": {}, "janitor": True}
     # no Train worker groups to clean up while the sweep runs: the janitor would see Tune's own trial groups
     # (same shape) between two trials and must not touch them; its end-of-sweep check still runs
-    return {"reuse_actors": True, "janitor": lambda j: [],
+    return {"reuse_actors": True, "janitor": False,
             "run": {"failure_config": tune.FailureConfig(max_failures=int(plan.cfg.tune.max_failures)),
                     "checkpoint_config": tune.CheckpointConfig(num_to_keep=2)}}
 

@@ -93,8 +93,8 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
     bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
     janitor = PlacementGroupJanitor(bundle)
     watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
-    grid, restored = run_search(plan, scale, conc, [runs, bar, *tuner_settings(plan, scale)["janitor"](janitor)],
-                                resume=resume, stopper=watchdog)
+    during = [janitor] if tuner_settings(plan, scale)["janitor"] else []
+    grid, restored = run_search(plan, scale, conc, [runs, bar, *during], resume=resume, stopper=watchdog)
     maps["resources"] = janitor.finish()
     return finish(plan, grid, restored, maps, parent, runs, t0, stalled=watchdog.fired)
 

@@ -31,11 +31,11 @@ def test_tuner_settings_and_resources_follow_the_runner(tmp_path):
     train = make_plan(load_service_config("smoke.yaml", [*over, "tune.trial_runner=train"]))
     scale = (1, 0.75, 0.0)
     s = tuner_settings(inline, scale)
-    assert s["reuse_actors"] is True and s["janitor"]("j") == []
+    assert s["reuse_actors"] is True and s["janitor"] is False
     assert s["run"]["failure_config"].max_failures == int(inline.cfg.tune.max_failures)
     assert s["run"]["checkpoint_config"].num_to_keep == 2
     s = tuner_settings(train, scale)
-    assert s["reuse_actors"] is False and s["run"] == {} and s["janitor"]("j") == ["j"]
+    assert s["reuse_actors"] is False and s["run"] == {} and s["janitor"] is True
     # an inline trial holds the worker's resources itself; a Train run's trial holds a token share
     assert _cpus(make_trainable(inline, scale)) == pytest.approx(0.75)
     assert _cpus(make_trainable(train, scale)) == pytest.approx(0.01)
