@@ -74,7 +74,7 @@ def base_config(work: Path, args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 def train_folds(cfg: Any) -> list[dict[str, Any]]:
     """Train (or resume) every fold; per fold: checkpoint, best validation Dice, seconds."""
-    from singr.cli import fold_config
+    from singr.engine.pipeline import fold_config
     from singr.engine.trainer import fit
 
     out = []

@@ -254,15 +254,16 @@ def _bench_checkpoint(path: Path, tiny: bool, spacing: list[float]) -> Path:
 
     from singr.config import load_config
     from singr.engine.checkpoint import Checkpoint, save_checkpoint
+    from singr.engine.meta import ModelMeta
     from singr.models import model_from_config
 
     roi = [32, 32, 32] if tiny else [128, 128, 128]
     cfg = load_config("smoke.yaml" if tiny else "synthetic.yaml", [f"infer.roi_size={roi}"])
     torch.manual_seed(0)
     model = model_from_config(cfg, 4, 3)
-    meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023",
-            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg.model.name, "loss": "focal_l1",
-            "regression": True, "lam": 0.5, "delta": 0.5, "gamma": 1.0, "spacing": spacing}
+    meta = ModelMeta(in_channels=4, out_channels=3, region_names=("TC", "WT", "ET"), label_convention="brats2023",
+                     modalities=("flair", "t1", "t1ce", "t2"), model=cfg.model.name, loss="focal_l1",
+                     regression=True, lam=0.5, delta=0.5, gamma=1.0, spacing=tuple(spacing))
     return save_checkpoint(path, Checkpoint(model_state=model.state_dict(), meta=meta,
                                             config=cfg.to_dict(core_only=True), epoch=0))
 
@@ -510,6 +511,7 @@ def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) ->
     from singr.config import load_config
     from singr.engine.bundle import load_predictor
     from singr.engine.checkpoint import Checkpoint, save_checkpoint
+    from singr.engine.meta import ModelMeta
     from singr.preprocess import normalize_image
     from singr.regions import labels_to_regions
 
@@ -526,9 +528,9 @@ def bench_fast_infer(case_dir: Path, repeats: int, tiny: bool, workdir: Path) ->
     t = time.perf_counter()
     model = _briefly_trained_unet(cfg, img, truth, steps, patch)
     train_s = time.perf_counter() - t
-    meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023",
-            "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg.model.name, "loss": "dice_bce",
-            "regression": False, "spacing": list(c.spacing)}
+    meta = ModelMeta(in_channels=4, out_channels=3, region_names=("TC", "WT", "ET"), label_convention="brats2023",
+                     modalities=("flair", "t1", "t1ce", "t2"), model=cfg.model.name, loss="dice_bce",
+                     regression=False, spacing=tuple(c.spacing))
     ckpt = save_checkpoint(workdir / "fast.safetensors", Checkpoint(model_state=model.state_dict(), meta=meta,
                                                                     config=cfg.to_dict(core_only=True), epoch=0))
     ours = load_predictor(ckpt, "cpu", precision="auto")

@@ -1,4 +1,4 @@
-"""Is the search worth it? (issue 14, part 4) Optuna + ASHA vs random search + ASHA vs the paper's default.
+"""Is the search worth it? Optuna + ASHA vs random search + ASHA vs the paper's default.
 
     .venv/bin/python benchmarks/search_compare.py                # the comparison (~1 h on 2 shared cores)
     .venv/bin/python benchmarks/search_compare.py --curves-only  # the validation curves behind the ASHA schedule
@@ -26,7 +26,7 @@ run through the same ``python -m tune`` service:
 
 Test Dice of each champion: mean ± SE over the sweep seeds, and the paired per-case
 differences between the methods (as ``singr report`` computes them for a grid: cases as the
-unit, two-way bootstrap over seeds and cases, Wilcoxon over cases; :mod:`tune.report`).
+unit, two-way bootstrap over seeds and cases, Wilcoxon over cases; :mod:`tune.report.analysis`).
 Writes ``search.md``, ``search.json`` and ``search.png`` to ``--out`` (reports/ambiguity);
 everything else (sweeps, MLflow store, evaluations) goes to ``--work`` (runs/search-compare).
 A finished sweep is not run again: its summary is read back (``--fresh`` starts over).
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     t0 = time.time()
     from tune.config import load_service_config
-    from tune.report import compare, short_label  # noqa: F401 - short_label kept for symmetry with the report
+    from tune.report.analysis import compare, short_label  # noqa: F401 - short_label kept for symmetry with the report
     from tune.stats import mean_se
 
     ensure_data(args)
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(out: Path, res: dict[str, Any], cfg: Any) -> None:
     from singr.io import write_json, write_text
-    from tune.report import _finite  # noqa: PLC2701 - the report's JSON rule (NaN -> null)
+    from tune.report.run import _finite  # noqa: PLC2701 - the report's JSON rule (NaN -> null)
 
     png = plot(out / "search.png", res, res.get("curves"), cfg)
     m = res["methods"]

@@ -32,10 +32,11 @@ if [ "$LINT" = 1 ]; then
   .venv/bin/mypy
 fi
 PYTEST=(.venv/bin/python -m pytest -q --durations=25)
+ALL=(-m "cluster or not cluster")   # pyproject's addopts leave the cluster tier out of a plain pytest
 SYSTEM=(tests/cluster tests/readme)
 case "$TIER" in
   unit) exec "${PYTEST[@]}" -m "not slow" ${ARGS[@]+"${ARGS[@]}"} ;;
   integration) exec "${PYTEST[@]}" -m slow --ignore=tests/cluster --ignore=tests/readme ${ARGS[@]+"${ARGS[@]}"} ;;
-  system) exec "${PYTEST[@]}" "${SYSTEM[@]}" ${ARGS[@]+"${ARGS[@]}"} ;;
+  system) exec "${PYTEST[@]}" "${ALL[@]}" "${SYSTEM[@]}" ${ARGS[@]+"${ARGS[@]}"} ;;
 esac
-exec "${PYTEST[@]}" ${ARGS[@]+"${ARGS[@]}"}
+exec "${PYTEST[@]}" "${ALL[@]}" ${ARGS[@]+"${ARGS[@]}"}

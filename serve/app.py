@@ -33,36 +33,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .model import DEFAULT_MODEL, load_model
+from .model import load_model
+from .settings import endpoint_settings
 from .upload import HTTPProblem, parse_upload, problem_from, read_body
 
 log = logging.getLogger("ray.serve")
 
 API_VERSION = "v1"
 STATIC = Path(__file__).with_name("static")
-SETTINGS_DEFAULTS: dict[str, Any] = {
-    "model": DEFAULT_MODEL,        # checkpoint, model folder, models:/<name>@<alias>, models:/<name>/<version>
-    "tracking_uri": None,          # MLflow tracking URI; default MLFLOW_TRACKING_URI or sqlite:///mlflow.db
-    "device": "auto",              # auto: the replica's GPU when it has one
-    "trust_checkpoint": False,     # allow a singr 0.1 .pt checkpoint (a pickle: it can run code)
-    "api_key": None,               # require X-API-Key: <key> on /v1/segment and /v1/model
-    "max_upload_mb": 256.0,        # request body limit (413 above)
-    "max_file_mb": 1024.0,         # limit on each file's decompressed size (413 above)
-    "max_voxels": 256 ** 3,        # limit on each volume's voxels, checked from its header (413 above)
-    "upload_timeout_s": 120.0,     # a whole upload must arrive within this (408 above)
-    "upload_idle_s": 15.0,         # ... with no gap between chunks longer than this
-    "upload_min_rate_kbps": 64.0,  # ... and at this mean rate once upload_rate_grace_s has passed (0: no minimum)
-    "upload_rate_grace_s": 5.0,
-    "max_concurrent_uploads": 8,   # uploads a replica reads at once (503 above; keep < max_ongoing_requests)
-    "max_uploads_per_client": 4,   # ... of which from one client address (429 above; a NAT is one address)
-    "max_concurrent_decodes": 2,   # uploads decoded and checked at once; the others wait their turn
-    "max_batch_size": 4,           # @serve.batch: requests per forward pass
-    "batch_wait_timeout_s": 0.05,  # @serve.batch: how long to wait for a batch to fill
-    "roi_size": None,              # sliding-window override (default: the model's infer.roi_size)
-    "sw_batch_size": None,         # windows per network call override
-    "tta": None,                   # test-time mirroring by default (null: the model's infer.tta)
-    "num_threads": None,           # torch CPU threads per replica (default: Ray's OMP_NUM_THREADS)
-}
 
 DESCRIPTION = """
 Brain-tumour segmentation with a SiNGR model (signed normalized geodesic regression).
@@ -178,10 +156,7 @@ class SingrSegmenter:
     and Serve restarts it."""
 
     async def __init__(self, **settings: Any):  # type: ignore[misc]
-        unknown = set(settings) - set(SETTINGS_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}; expected {sorted(SETTINGS_DEFAULTS)}")
-        self.settings = {**SETTINGS_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        self.settings = endpoint_settings(settings)
         self.max_bytes = int(float(self.settings["max_upload_mb"]) * 1024 * 1024)
         self.max_file_bytes = int(float(self.settings["max_file_mb"]) * 1024 * 1024)
         self.uploads = asyncio.Semaphore(int(self.settings["max_concurrent_uploads"]))
@@ -397,24 +372,16 @@ class SingrSegmenter:
         return Response(content=data, media_type="application/gzip", headers=headers)
 
 
-def settings_from_args(args: dict[str, Any] | None) -> dict[str, Any]:
-    args = dict(args or {})
-    unknown = set(args) - set(SETTINGS_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown application args {sorted(unknown)}; expected {sorted(SETTINGS_DEFAULTS)}")
-    return args
-
-
 def build_app(args: dict[str, Any]) -> Any:
-    """Serve application builder: ``import_path: serve.app:build_app`` with ``args`` (keys of
-    :data:`SETTINGS_DEFAULTS`); the config's ``deployments`` section sets replicas and resources."""
+    """Serve application builder: ``import_path: serve.app:build_app`` with ``args`` (fields of
+    :class:`serve.settings.EndpointSettings`); the config's ``deployments`` section sets replicas and resources."""
     return make_app(args)
 
 
 def make_app(args: Optional[dict[str, Any]] = None, deployment_options: Optional[dict[str, Any]] = None) -> Any:
-    """The application with ``args`` (see :data:`SETTINGS_DEFAULTS`) and ``deployment_options``
+    """The application with ``args`` (see :class:`serve.settings.EndpointSettings`) and ``deployment_options``
     (``num_replicas``, ``max_ongoing_requests``, ``ray_actor_options`` ...), for ``serve.run``."""
-    settings = settings_from_args(args)
+    settings = endpoint_settings(args)
     dep: Any = SingrSegmenter
     if deployment_options:
         dep = dep.options(**deployment_options)

@@ -68,9 +68,8 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
         raise SingrInputError(f"binding to {host} (not loopback) needs an API key: pass --api-key or set "
                               "$SINGR_API_KEY (clients send it in the X-API-Key header)")
     args["api_key"] = key or None
-    from tune.cluster import NICENESS_ENV
-    from tune.registry import resolve_tracking_uri
-    from tune.session import driver_env
+    from tune.hub.store import resolve_tracking_uri
+    from tune.nodes import NICENESS_ENV, driver_env
 
     if is_loopback(host):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -78,13 +77,16 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
     if model:
         args["model"] = model
 
-    from .model import DEFAULT_MODEL, check_source
+    from .model import check_source
+    from .settings import DEFAULT_MODEL
 
     args["tracking_uri"] = resolve_tracking_uri(tracking_uri or args.get("tracking_uri"))
     kind, where = check_source(args.get("model") or DEFAULT_MODEL, args["tracking_uri"])
     args["model"] = where
-    if kind == "registry":
-        _check_registered(where, args["tracking_uri"])
+    if kind == "registry":  # the version exists, before any Ray starts
+        from tune.hub.fetch import find_version
+
+        find_version(where, args["tracking_uri"])
     actor = dict(dep.get("ray_actor_options") or {})
     if num_gpus is not None:
         actor["num_gpus"] = num_gpus
@@ -148,34 +150,6 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
             for s, h in old.items():
                 signal.signal(s, h)
     return code
-
-
-def _check_registered(uri: str, tracking_uri: str) -> None:
-    """The registry model exists (before any Ray starts): a clear error naming what is there."""
-    import re
-
-    from mlflow import MlflowClient
-
-    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?/?", uri)
-    if not m:
-        raise SingrInputError(f"cannot parse model URI {uri!r}; expected models:/<name>@<alias>")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    name, alias, version = m.groups()
-    try:
-        if alias:
-            client.get_model_version_by_alias(name, alias)
-        elif version:
-            client.get_model_version(name, version)
-        else:
-            client.get_registered_model(name)
-    except Exception as e:  # noqa: BLE001 - not found, or the store refuses
-        try:
-            names = sorted(rm.name for rm in client.search_registered_models(max_results=50))
-        except Exception:  # noqa: BLE001
-            names = []
-        raise SingrInputError(f"{uri} is not in the MLflow registry at {tracking_uri} "
-                              f"({str(e).splitlines()[0][:160]}); registered models: {', '.join(names) or 'none'}"
-                              ) from None
 
 
 def _deploy_error(serve: Any) -> str:

@@ -6,7 +6,7 @@ A model source is a path (``best.safetensors``, a model folder with ``singr-mode
 identity the endpoint shows names the model, never a path on the server (:func:`scrub_paths`
 cuts every path in it, the card's included, to its last name). Its ``card`` is
 the model card stored with the model (``card.json`` in the model folder, written when the
-tuning service registered it: :mod:`tune.card`); null for a model without one.
+tuning service registered it: :mod:`tune.hub.card`); null for a model without one.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from singr.engine.meta import ModelMeta
 from singr.errors import SingrInputError
 
-DEFAULT_MODEL = "models:/singr-synthetic@champion"
+from .settings import DEFAULT_MODEL
 
 
 @dataclass
@@ -64,7 +65,8 @@ def _sha256(path: Path) -> str:
 def check_source(model: str, tracking_uri: str | None = None) -> tuple[str, str]:
     """(kind, where) of a model source, with a clear error for a file that is not there or a
     registry whose store does not exist (no empty ``mlflow.db`` is ever created)."""
-    from tune.registry import check_store, parse_model_source, resolve_tracking_uri
+    from singr.engine.source import parse_model_source
+    from tune.hub.store import check_store, resolve_tracking_uri
 
     kind, where = parse_model_source(model)
     if kind == "file":
@@ -82,11 +84,11 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
                trust_checkpoint: bool = False) -> LoadedModel:
     """Resolve the model source, download it if it is in the registry, build the Predictor."""
     from singr.engine.bundle import load_predictor
-    from tune.card import read_card
-    from tune.registry import download_model
+    from tune.hub.card import read_card
+    from tune.hub.fetch import download_model
 
     kind, where = check_source(model or DEFAULT_MODEL, tracking_uri)
-    if kind == "registry":
+    if kind != "file":
         local, ident = download_model(where, tracking_uri)
         ident = {k: ident[k] for k in ("source", "uri", "name", "alias", "version", "tags", "description")}
     else:
@@ -94,17 +96,17 @@ def load_model(model: str | None = None, tracking_uri: str | None = None, device
         ident = {"source": "file", "uri": local.name, "name": local.stem if local.is_file() else local.name,
                  "alias": None, "version": _sha256(local)[:12], "tags": {}, "description": ""}
     pred = load_predictor(local, device, trust=trust_checkpoint)
-    meta = pred.meta
+    meta: ModelMeta = pred.meta  # loaded from checkpoints: never None
     ident.update({
-        "architecture": meta.get("model"),
-        "lambda": meta.get("lam"), "delta": meta.get("delta"), "gamma": meta.get("gamma"),
-        "loss": meta.get("loss"), "regression": meta.get("regression"),
-        "modalities": list(meta.get("modalities") or []),
-        "in_channels": int(meta["in_channels"]),
-        "region_names": list(meta["region_names"]),
-        "label_convention": meta.get("label_convention"),
-        "spacing": list(meta.get("spacing") or []),
-        "members": meta.get("members") or [],
+        "architecture": meta.model,
+        "lambda": meta.lam, "delta": meta.delta, "gamma": meta.gamma,
+        "loss": meta.loss, "regression": meta.regression,
+        "modalities": list(meta.modalities),
+        "in_channels": meta.in_channels,
+        "region_names": list(meta.region_names),
+        "label_convention": meta.label_convention,
+        "spacing": list(meta.spacing or ()),
+        "members": [m.to_dict() for m in pred.member_info],
         "postprocess": pred.postprocess.describe() if pred.postprocess is not None else None,
         "inference": {"roi_size": list(pred.settings.roi_size), "overlap": pred.settings.overlap,
                       "mode": pred.settings.mode, "tta": pred.settings.tta, "crop": pred.settings.crop,

@@ -184,6 +184,22 @@ def load_prepared(cache_root: str | Path, case_id: str, mmap: bool = False) -> P
                         (crop[0], crop[1], crop[2]), tuple(int(n) for n in meta["full_shape"]))  # type: ignore[arg-type]
 
 
+def prepare_case_maps(case: Any, cache_root: str | Path, settings: Sequence[SingSettings] | None,
+                      spacing: Sequence[float] | None = None, device: str = "cpu",
+                      cache: DistanceCache | None = None) -> PreparedCase:
+    """One case of :func:`preprocess_cases`: prepare it (:func:`prepare_case`) and, when it is
+    labelled, fill the distance cache of every region for each of ``settings``. ``cache``
+    (default: a new one on ``cache_root``) counts the maps computed (``misses``) and loaded
+    (``hits``)."""
+    cache = DistanceCache(cache_root) if cache is None else cache
+    prep = prepare_case(case, cache_root, spacing)
+    if prep.regions is not None:
+        for s in settings or ():
+            for name, mask in zip(prep.region_names, prep.regions):
+                cache.get_or_compute(prep.case_id, name, mask, prep.image, s, prep.spacing, device)
+    return prep
+
+
 def preprocess_cases(
     cases: Iterable[Any],
     cache_root: str | Path,
@@ -192,7 +208,7 @@ def preprocess_cases(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, int]:
-    """Prepare every case and fill the distance cache for each of ``settings``.
+    """Prepare every case and fill the distance cache for each of ``settings`` (:func:`prepare_case_maps`).
 
     Returns counts: ``cases``, ``maps_computed`` (cache misses) and ``maps_cached`` (hits).
     """
@@ -202,14 +218,11 @@ def preprocess_cases(
     cache = DistanceCache(cache_root)
     it = tqdm(cases, desc="preprocess", unit="case", disable=not progress)
     for case in it:
-        prep = prepare_case(case, cache_root, spacing)
-        if prep.regions is None or not settings:
-            continue
-        for s in settings:
-            for name, mask in zip(prep.region_names, prep.regions):
-                cache.get_or_compute(prep.case_id, name, mask, prep.image, s, prep.spacing, device)
-        it.set_postfix(computed=cache.misses, cached=cache.hits)
+        prep = prepare_case_maps(case, cache_root, settings, spacing, device, cache)
+        if prep.regions is not None and settings:
+            it.set_postfix(computed=cache.misses, cached=cache.hits)
     return {"cases": len(cases), "maps_computed": cache.misses, "maps_cached": cache.hits}
 
 
-__all__ = ["normalize_image", "foreground_box", "PreparedCase", "prepare_case", "load_prepared", "preprocess_cases"]
+__all__ = ["normalize_image", "foreground_box", "PreparedCase", "prepare_case", "load_prepared", "prepare_case_maps",
+           "preprocess_cases"]

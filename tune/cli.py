@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from singr.errors import SingrInputError
 
-from .session import RaySession, check_address, check_tracking_store, driver_env
+from .nodes import driver_env
+from .session import RaySession, check_address, check_tracking_store
 
 
 def preflight(config: str, overrides: Sequence[str], resume: bool

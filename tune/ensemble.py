@@ -145,7 +145,7 @@ def single_model(plan: SweepPlan, best: dict[str, Any], split: dict[str, list[st
     """The best trial's best checkpoint as the model folder."""
     from singr.engine.trainer import BEST
 
-    from .publish import split_digest
+    from .hub.card import split_digest
 
     tmp = _copy_best(best["checkpoint_path"], plan.results_dir / f".tmp-best-{best['trial_id']}.safetensors")
     member = {"file": BEST, "trial_id": best["trial_id"], **_params(plan, best), "score": best["score"]}
@@ -167,7 +167,7 @@ def top_k_model(plan: SweepPlan, rows: list[dict[str, Any]], n: int, split: dict
     from singr.engine.bundle import load_predictor
     from singr.engine.trainer import validate
 
-    from .publish import split_digest
+    from .hub.card import split_digest
 
     ok = [r for r in rows if not r["error"] and r["checkpoint_path"] and r["score"] == r["score"]]
     chosen = ok[: int(n)]
@@ -226,9 +226,8 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
     import ray
     from ray import tune
 
-    from .guards import PlacementGroupJanitor, Watchdog
     from .results import interrupted, trial_rows
-    from .search import Progress, concurrency, make_trainable, tuner_settings
+    from .search import concurrency, run_tuner
     from .tracking import TrialRuns
     from .trainer import how_trials_train, scaling
 
@@ -244,38 +243,24 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
     shown = ", ".join(f"{p}={v:.4g}" if isinstance(v, float) else f"{p}={v}" for p, v in params.items())
     print(f"[tune] refit: {shown} (trial {best['trial_id']}) on {k} folds of {sum(len(f) for f in folds)} train+val "
           f"cases, {k} runs ({how_trials_train(cfg, scale)}), up to {conc} at once; in {exp}", flush=True)
-    trainable = make_trainable(rplan, scale)
     fold_runs = TrialRuns(rplan, parent)
-    bar = Progress(k, ["fold"], int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
-    janitor = PlacementGroupJanitor({"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})})
-    watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
     t0 = time.time()
-    if tune.Tuner.can_restore(str(exp)):
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        space = {**params, "folds": k, "fold": tune.grid_search(list(range(k)))}
-        how = tuner_settings(rplan, scale)
-        tuner = tune.Tuner(trainable, param_space=space,
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(conc),
-                                                       reuse_actors=how["reuse_actors"]),
-                           run_config=tune.RunConfig(name=exp.name, storage_path=str(plan.sweep_dir),
-                                                     callbacks=[fold_runs, bar, *([janitor] if how["janitor"] else [])],
-                                                     stop=watchdog,
-                                                     verbose=0, **how["run"]))
-    grid = tuner.fit()
-    janitor.finish()
+    run = run_tuner(rplan, scale, lambda: ({**params, "folds": k, "fold": tune.grid_search(list(range(k)))},
+                                           {"num_samples": 1, "max_concurrent_trials": int(conc)}),
+                    n_trials=k, params=["fold"], callbacks=[fold_runs])
+    grid = run.grid
     rows = trial_rows(grid, rplan)
     results = [grid[i] for i in range(len(grid))]
     fold_of = {str((r.metrics or {}).get("trial_id") or Path(r.path).name): (r.config or {}).get("fold")
                for r in results}
-    timing = {str((r.metrics or {}).get("trial_id") or Path(r.path).name): _span(r) for r in results}
+    timing = {str((r.metrics or {}).get("trial_id") or Path(r.path).name): _start_end(r) for r in results}
     for r in rows:
         r["fold"] = fold_of.get(str(r["trial_id"]))
         r["started"], r["ended"] = timing.get(str(r["trial_id"]), (None, None))
     runs_out = [{k2: r.get(k2) for k2 in ("fold", "trial_id", "score", "val_Dice_best", "epochs_run", "error",
                                           "started", "ended")} for r in sorted(rows, key=lambda r: r["fold"] or 0)]
     runs.failures.extend(fold_runs.failures)
-    if watchdog.fired:
+    if run.stalled:
         raise RefitIncomplete(3, f"the watchdog ended the refit: no fold run reported for "
                                  f"{cfg.tune.stall_timeout_s:g} s (tune.stall_timeout_s); run the same command "
                                  "again to resume it", runs_out)
@@ -313,7 +298,7 @@ def refit_model(plan: SweepPlan, best: dict[str, Any], parent: str, runs: Any) -
     return _write(plan, model, files)
 
 
-def _span(res: Any) -> tuple[float | None, float | None]:
+def _start_end(res: Any) -> tuple[float | None, float | None]:
     """(start, end) in Unix seconds of a trial, from its last report (``timestamp``, ``time_total_s``)."""
     df = res.metrics_dataframe
     try:
@@ -335,41 +320,6 @@ def build_model(plan: SweepPlan, rows: list[dict[str, Any]], split: dict[str, li
     return single_model(plan, ok[0], split)
 
 
-def _crop(pred: Any, gt: Any) -> tuple[Any, Any]:
-    """Prediction and truth (R, D, H, W) cut to the box of their union (+ 1 voxel): the rules'
-    components and Dice are unchanged, the memory kept is the tumour's."""
-    import numpy as np
-
-    from singr.geometry import bounding_box
-
-    box = bounding_box(np.any(pred, axis=0) | np.any(gt, axis=0), margin=1)
-    if box is None:
-        box = tuple(slice(0, 1) for _ in pred.shape[1:])
-    sub = (slice(None), *box)
-    return pred[sub].copy(), gt[sub].copy()
-
-
-def _fit_out_of_fold(plan: SweepPlan, model: ModelFolder) -> tuple[Any, dict[str, Any]]:
-    """Rules fitted on each fold's validation cases segmented by that fold's member (nnU-Net's
-    cross-validation post-processing); the report as :func:`singr.engine.evaluate.fit_postprocess`'s."""
-    from singr.engine.bundle import load_predictor
-    from singr.engine.evaluate import segment_split
-    from singr.engine.postprocess import PostprocessRules
-
-    cfg = with_values(plan.cfg, {"data.folds": int(model.folds or 0)})
-    data, ids, names = [], [], ()
-    for m in model.members:
-        raw = load_predictor(model.path / m["file"], device="auto", postprocess=False)
-        for prep, p, _ in segment_split(raw, cfg, "val", int(m["fold"])):
-            names = tuple(prep.region_names)
-            data.append((*_crop(p.regions, prep.regions), prep.spacing))
-            ids.append(prep.case_id)
-    rules, report = PostprocessRules.fit(data, names)
-    report.update({"split": "val, out of fold (each fold's cases segmented by the member that did not train on "
-                            "them)", "fold": None, "cases": ids, "rules": rules.describe()})
-    return rules, report
-
-
 def fit_rules(plan: SweepPlan, model: ModelFolder) -> ModelFolder:
     """With ``tune.postprocess``: fit the rules on validation data and write them into the
     folder (see the module docstring); ``model.postprocess`` says what was kept."""
@@ -381,8 +331,11 @@ def fit_rules(plan: SweepPlan, model: ModelFolder) -> ModelFolder:
 
     t0 = time.time()
     try:
-        if model.kind == "folds":
-            rules, report = _fit_out_of_fold(plan, model)
+        if model.kind == "folds":  # out of fold: each fold's cases segmented by the member that did not train on them
+            members = ((int(m["fold"]), load_predictor(model.path / m["file"], device="auto", postprocess=False))
+                       for m in model.members)
+            rules, report = fit_postprocess(None, with_values(plan.cfg, {"data.folds": int(model.folds or 0)}),
+                                            split="val", out_of_fold=members)
         else:
             rules, report = fit_postprocess(load_predictor(model.path, device="auto", postprocess=False), plan.cfg,
                                             split="val", progress=False)

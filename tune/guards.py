@@ -129,11 +129,13 @@ class PlacementGroupJanitor(Callback):
         except Exception:  # noqa: BLE001
             pass
         cleaners = -1
-        try:  # Ray's cleaners exit when their run's controller ends; count any still alive
-            job = ray.get_runtime_context().get_job_id()
-            cleaners = sum(1 for a in ray._private.state.actors().values()  # GCS's actor table
-                           if a.get("ActorClassName") == "PlacementGroupCleaner" and a.get("State") == "ALIVE"
-                           and a.get("JobID") == job)
+        try:  # Ray's cleaners exit when their run's controller ends; count any still alive (state API)
+            from ray.util.state import list_actors
+
+            ctx = ray.get_runtime_context()
+            cleaners = len(list_actors(address=ctx.gcs_address, timeout=10, raise_on_missing_output=False,
+                                       filters=[("class_name", "=", "PlacementGroupCleaner"), ("state", "=", "ALIVE"),
+                                                ("job_id", "=", ctx.get_job_id())]))
         except Exception:  # noqa: BLE001
             pass
         return {"placement_groups_freed": len(self.removed), "placement_groups_left": left,

@@ -1,8 +1,9 @@
 """Stage 1: SiNG distance maps for every lambda of the search grid, with Ray Data actors.
 
 One row per case of the train and validation splits. Each actor of an ActorPoolStrategy
-pool preprocesses its cases (``singr.preprocess.prepare_case``: read, check, z-score,
-written once) and fills the distance cache (``DistanceCache.get_or_compute``) for every
+pool preprocesses its cases and fills the distance cache
+(``singr.preprocess.prepare_case_maps``, the per-case step of ``singr preprocess``: read,
+check, z-score, written once; then ``DistanceCache.get_or_compute`` per region) for every
 lambda of the plan (``tune.lam_grid`` for a search; every variant's lambda for a grid, see
 ``SweepPlan.lam_grid``). A grid whose variants read several data folders runs this once per
 folder (``group=``, a :class:`tune.plan.DataGroup`: its config, cache and lambdas). Entries
@@ -26,22 +27,21 @@ class MapActor:
         import torch
 
         from singr.device import resolve_device
-        from singr.engine.pipeline import discover
+        from singr.engine.pipeline import discover, sing_settings
 
         torch.set_num_threads(max(1, int(threads)))
         self.cfg = cfg
-        self.lams = lams
         self.by_id = {c.case_id: c for c in discover(cfg)}
-        self.regression = bool(lams)  # no lambdas: hard-label runs only, no maps (cases still prepared)
+        # no lambdas: hard-label runs only, no maps (cases still prepared)
+        self.settings = [sing_settings(cfg, lam) for lam in lams]
         self.device = resolve_device(cfg.sing.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from singr.engine.pipeline import sing_settings
-        from singr.preprocess import prepare_case
+        from singr.preprocess import prepare_case_maps
         from singr.sing import DistanceCache
 
         root = self.cfg.data.cache_dir
-        from .cluster import node_label
+        from .nodes import node_label
 
         node = node_label()
         spacing = tuple(self.cfg.data.spacing) if self.cfg.data.spacing else None
@@ -52,12 +52,7 @@ class MapActor:
             cid = str(cid)
             cache = DistanceCache(root)
             try:
-                prep = prepare_case(self.by_id[cid], root, spacing)
-                if self.regression and prep.regions is not None:
-                    for lam in self.lams:
-                        s = sing_settings(self.cfg, lam)
-                        for name, mask in zip(prep.region_names, prep.regions):
-                            cache.get_or_compute(cid, name, mask, prep.image, s, prep.spacing, self.device)
+                prepare_case_maps(self.by_id[cid], root, self.settings, spacing, self.device, cache)
                 out["error"].append("")
             except SingrInputError as e:  # bad data: reported by the driver in one line, not a Ray traceback
                 out["error"].append(str(e))

@@ -27,12 +27,12 @@ from typing import Any
 
 from singr.config import with_values
 from singr.config.schema import SELECT_METRICS
-from singr.engine.pipeline import run_paths
+from singr.engine.pipeline import fold_dir, run_paths
 from singr.losses import is_regression_loss
 
 from .config import ServiceConfig
 from .grid import data_key, expand_variants, is_grid, variant_config
-from .registry import resolve_tracking_uri
+from .hub.store import resolve_tracking_uri
 
 METRIC = "val_Dice_mean"   # the default objective (tune.metric); a sweep's own is SweepPlan.metric
 MODE = "max"
@@ -226,7 +226,7 @@ def trial_config(cfg: ServiceConfig, params: dict[str, Any], trial_dir: str | Pa
     values: dict[str, Any] = {PARAM_KEYS[k]: v for k, v in params.items() if k in PARAM_KEYS}
     if params.get("fold") is not None:
         values["data.folds"] = int(params["folds"])
-        trial_dir = Path(trial_dir).parent / f"fold_{int(params['fold'])}"
+        trial_dir = fold_dir(Path(trial_dir).parent, int(params["fold"]))
     return with_values(out, {**values, "output_dir": str(trial_dir)})
 
 

@@ -16,16 +16,18 @@ in disguise); or ``random``, Ray Tune's ``BasicVariantGenerator`` sampling the s
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from ray.tune import Callback
 
 from .config import ServiceConfig
 from .grid import expand_variants, is_grid
-from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, better
+from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, better, search_params
+from .trainer import TrialScale, run_trial, runner
 
 
-def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[int, float, float],
+def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: TrialScale,
                 n_trials: int) -> int:
     """tune.max_concurrent, else as many trials as the cluster fits, at most ``n_trials``."""
     if cfg.tune.max_concurrent:
@@ -37,14 +39,12 @@ def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: tuple[in
     return max(1, min(fit, int(n_trials)))
 
 
-def check_trial_fits(cfg: ServiceConfig, scale: tuple[int, float, float], nodes: list[dict[str, float]]) -> None:
+def check_trial_fits(cfg: ServiceConfig, scale: TrialScale, nodes: list[dict[str, float]]) -> None:
     """An inline trial holds one worker's resources in one process: refuse (SingrConfigError)
     when no node of ``nodes`` (each node's total resources) has that many CPUs and GPUs, which
     would leave the trial pending for ever (Ray Tune only warns). A Ray Train run retries its
     worker group's start-up instead (``tune.start_retries``)."""
     from singr.errors import SingrConfigError
-
-    from .trainer import runner
 
     if runner(cfg, scale) != "inline" or not nodes:
         return
@@ -152,28 +152,24 @@ class Progress(Callback):
         self._line(trial, "FAILED")
 
 
-def make_trainable(plan: SweepPlan, scale: tuple[int, float, float]):
+def make_trainable(plan: SweepPlan, scale: TrialScale):
     """The trial function with its resources: a Train worker's CPUs and GPUs when the trial trains
     in its own process (``inline``), else a token CPU share (the Train run reserves its workers)."""
     from ray import tune
 
-    from .trainer import run_trial, runner
-
     fn = tune.with_parameters(run_trial, base_cfg=plan.cfg, trials_dir=str(plan.trials_dir),
                               train_storage=str(plan.sweep_dir / "train_runs"), scale=scale)
     if runner(plan.cfg, scale) == "inline":
-        return tune.with_resources(fn, {"cpu": float(scale[1]), **({"gpu": float(scale[2])} if scale[2] > 0 else {})})
+        return tune.with_resources(fn, {k.lower(): v for k, v in scale.bundle().items()})
     return tune.with_resources(fn, {"cpu": 0.01})
 
 
-def tuner_settings(plan: SweepPlan, scale: tuple[int, float, float]) -> dict[str, Any]:
+def tuner_settings(plan: SweepPlan, scale: TrialScale) -> dict[str, Any]:
     """What the runner changes in a Tuner: inline trials reuse their processes (``reuse_actors``),
     are retried by Tune (``tune.max_failures``) and keep Tune's two latest checkpoints; a Ray
     Train run retries its own workers and keeps its own checkpoints. ``janitor``: whether the
     :class:`~tune.guards.PlacementGroupJanitor` runs as a callback during the sweep (not inline)."""
     from ray import tune
-
-    from .trainer import runner
 
     if runner(plan.cfg, scale) != "inline":
         return {"reuse_actors": False, "run": {}, "janitor": True}
@@ -184,39 +180,73 @@ def tuner_settings(plan: SweepPlan, scale: tuple[int, float, float]) -> dict[str
                     "checkpoint_config": tune.CheckpointConfig(num_to_keep=2)}}
 
 
-def run_search(plan: SweepPlan, scale: tuple[int, float, float], max_concurrent: int,
-               callbacks: list[Any], resume: bool = True, stopper: Any = None) -> tuple[Any, bool]:
-    """Fit (or restore and finish) the sweep; returns (ResultGrid, restored)."""
+@dataclass
+class TunerRun:
+    """What :func:`run_tuner` ran: the ResultGrid, whether the experiment was restored, whether
+    the watchdog ended it, and the placement-group janitor's counts (for summary.json)."""
+
+    grid: Any
+    restored: bool
+    stalled: bool
+    resources: dict[str, int]
+
+
+def run_tuner(plan: SweepPlan, scale: TrialScale,
+              new: Callable[[], tuple[dict[str, Any], dict[str, Any]]], *, n_trials: int, params: list[str],
+              callbacks: Sequence[Any] = (), resume: bool = True) -> TunerRun:
+    """Fit (or restore and finish) the Ray Tune experiment ``plan.sweep_dir`` of
+    :func:`make_trainable`'s trials: the one Tuner of the search, the grid and the fold refit.
+
+    With ``resume`` and an experiment there, it is restored (finished trials kept, unfinished
+    and errored ones resumed). Otherwise ``new()`` gives ``(param_space, TuneConfig keyword
+    arguments)`` and a Tuner is made with the runner's settings (:func:`tuner_settings`), the
+    ``callbacks``, then a :class:`Progress` bar over ``n_trials`` showing ``params``, the
+    :class:`~tune.guards.PlacementGroupJanitor` (when it runs during the sweep) and the
+    :class:`~tune.guards.Watchdog` as its stopper. After the fit the janitor frees what is left."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
+    from .guards import PlacementGroupJanitor, Watchdog
+
+    cfg = plan.cfg
+    exp = plan.sweep_dir
     trainable = make_trainable(plan, scale)
-    if resume and tune.Tuner.can_restore(str(plan.sweep_dir)):
-        tuner = tune.Tuner.restore(str(plan.sweep_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
-        return tuner.fit(), True
-    t = plan.cfg.tune
-    how = tuner_settings(plan, scale)
-    run_config = tune.RunConfig(name=plan.name, storage_path=str(plan.storage_path), callbacks=list(callbacks),
-                                stop=stopper, verbose=0, **how["run"])
-    if is_grid(plan.cfg):  # a comparison: every variant x seed runs to the end (no searcher, no ASHA)
-        tuner = tune.Tuner(trainable, param_space=grid_space(plan.cfg),
-                           tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=int(max_concurrent),
-                                                       reuse_actors=how["reuse_actors"]),
+    bar = Progress(n_trials, params, int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
+    janitor = PlacementGroupJanitor(scale.bundle())
+    watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
+    restored = bool(resume and tune.Tuner.can_restore(str(exp)))
+    if restored:
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        space, tune_config = new()
+        how = tuner_settings(plan, scale)
+        run_config = tune.RunConfig(name=exp.name, storage_path=str(exp.parent),
+                                    callbacks=[*callbacks, bar, *([janitor] if how["janitor"] else [])],
+                                    stop=watchdog, verbose=0, **how["run"])
+        tuner = tune.Tuner(trainable, param_space=space,
+                           tune_config=tune.TuneConfig(**tune_config, reuse_actors=how["reuse_actors"]),
                            run_config=run_config)
-        return tuner.fit(), False
-    searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
-    epochs = int(plan.cfg.train.epochs)
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=plan.metric, mode=plan.mode, max_t=epochs,
-                              grace_period=min(int(t.asha.grace_period), epochs),
-                              reduction_factor=float(t.asha.reduction_factor))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=search_space(plan.cfg),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=int(t.num_samples),
-                                    reuse_actors=how["reuse_actors"]),
-        run_config=run_config,
-    )
-    return tuner.fit(), False
+    grid = tuner.fit()
+    return TunerRun(grid, restored, watchdog.fired, janitor.finish())
 
 
+def run_search(plan: SweepPlan, scale: TrialScale, max_concurrent: int,
+               callbacks: Sequence[Any] = (), resume: bool = True) -> TunerRun:
+    """The sweep's trials (:func:`run_tuner`): every variant x seed of a grid, run to the end
+    (no searcher, no ASHA), or ``tune.num_samples`` trials of the searcher under ASHA."""
+
+    def new() -> tuple[dict[str, Any], dict[str, Any]]:
+        from ray.tune.schedulers import ASHAScheduler
+
+        if is_grid(plan.cfg):
+            return grid_space(plan.cfg), {"num_samples": 1, "max_concurrent_trials": int(max_concurrent)}
+        t = plan.cfg.tune
+        searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
+        epochs = int(plan.cfg.train.epochs)
+        scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=plan.metric, mode=plan.mode, max_t=epochs,
+                                  grace_period=min(int(t.asha.grace_period), epochs),
+                                  reduction_factor=float(t.asha.reduction_factor))
+        return search_space(plan.cfg), {"search_alg": searcher, "scheduler": scheduler,
+                                        "num_samples": int(t.num_samples)}
+
+    return run_tuner(plan, scale, new, n_trials=plan.n_trials, params=search_params(plan.cfg),
+                     callbacks=callbacks, resume=resume)

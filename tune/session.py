@@ -27,47 +27,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from singr.errors import SingrInputError
 
-from .cluster import NICENESS_ENV, free_port
-from .registry import sqlite_path
+from .hub.store import sqlite_path
+from .nodes import NICENESS_ENV, free_port
+from .raycompat import gcs_answers, route_driver_prints_to_stderr, speaks_grpc, temp_dir_option
 
-__all__ = ["RaySession", "check_address", "check_tracking_store", "driver_env", "free_port"]
-
-
-def _machine_ip() -> str | None:
-    """This machine's own network address, found as Ray finds it (the source address a UDP
-    socket would use towards a public address; nothing is sent); None without a route."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("8.8.8.8", 53))
-            return str(s.getsockname()[0])
-    except OSError:
-        return None
-
-
-def driver_env(address: str, timeout: float = 2.0) -> dict[str, str]:
-    """What the environment must hold, before ``ray`` is first imported, for a driver to reach
-    the cluster at ``address``: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` for a head that listens on
-    127.0.0.1 only (started with that setting, as ``scripts/cluster.sh`` and the sweep's own
-    Ray do). Without it Ray replaces a loopback address by the machine's address, which such a
-    head does not answer, and retries for ever. Empty for any other address."""
-    u = urlparse(address if "://" in address else f"tcp://{address}")
-    if address in ("auto", "local", "") or u.scheme != "tcp" or not u.port:
-        return {}
-    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return {}
-    ip = _machine_ip()
-    if ip is None or ip.startswith("127."):
-        return {}
-    try:
-        with socket.create_connection((ip, u.port), timeout=timeout):
-            return {}
-    except OSError:
-        return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+__all__ = ["RaySession", "check_address", "check_tracking_store"]
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
@@ -92,47 +61,12 @@ def check_address(address: str, timeout: float = 3.0) -> None:
     wrong = (f"RAY_ADDRESS={address!r} accepts connections but does not answer as a Ray cluster within "
              f"{timeout:g} s; check the port (the head's --port, 6379 by default; ray://host:10001 for Ray Client; "
              "http://host:8265 is the dashboard, for `ray job submit`)")
-    if not _speaks_grpc(host, port, timeout):
+    if not speaks_grpc(host, port, timeout):  # every Ray cluster address is a gRPC server
         raise SingrInputError(wrong)
     if u.scheme == "ray":
         return  # Ray Client: a gRPC server; ray.init reports a wrong one quickly
-    import threading
-
-    answer: dict[str, Any] = {}
-
-    def ask() -> None:  # GcsClient waits up to 40 s on a wrong server: ask from a thread, wait `timeout`
-        try:
-            from ray._raylet import GcsClient  # type: ignore[attr-defined]
-
-            answer["keys"] = GcsClient(address=f"{host}:{port}").internal_kv_keys(b"session", None, timeout=timeout)
-        except Exception as e:  # noqa: BLE001 - anything but an answer means: not a Ray GCS
-            answer["error"] = e
-
-    t = threading.Thread(target=ask, daemon=True, name="singr-gcs-check")
-    t.start()
-    t.join(timeout + 2.0)
-    if "keys" not in answer:
+    if not gcs_answers(f"{host}:{port}", timeout):
         raise SingrInputError(wrong)
-
-
-def _speaks_grpc(host: str, port: int, timeout: float) -> bool:
-    """True when the server answers an HTTP/2 connection preface with a SETTINGS frame (as
-    every gRPC server, Ray's GCS and Ray Client among them, does); an HTTP/1 server, or one
-    that says nothing, is not a Ray cluster address."""
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(preface)
-            head = b""
-            while len(head) < 9:
-                chunk = s.recv(9 - len(head))
-                if not chunk:
-                    return False
-                head += chunk
-    except OSError:
-        return False
-    return head[3] == 0x04  # frame type SETTINGS
 
 
 def _check_http(url: str, what: str, timeout: float) -> None:
@@ -208,6 +142,7 @@ class RaySession:
         self._old_term: Any = None
         self._saved_fd2: int | None = None
         self._saved_env: dict[str, str | None] = {}
+        self._undo_prints: Callable[[], None] | None = None
 
     def _set_env(self, key: str, value: str) -> None:
         self._saved_env.setdefault(key, os.environ.get(key))
@@ -240,7 +175,7 @@ class RaySession:
                 if self.worker_niceness is not None:  # read by the raylet it starts, as by `ray start`
                     self._set_env(NICENESS_ENV, str(int(self.worker_niceness)))
                 ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                         log_to_driver=self.verbose, _temp_dir=self.temp_dir,
+                         log_to_driver=self.verbose, **temp_dir_option(self.temp_dir),
                          runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
                 self.started = True
                 gcs = ray.get_runtime_context().gcs_address
@@ -293,27 +228,14 @@ class RaySession:
     def _quiet_driver_prints(self) -> None:
         """Ray's driver prints the raylet's warnings (e.g. "N PYTHON worker processes have been
         started") on stdout, not through a logger: send them to the log file as well."""
-        import ray._private.worker as rw
-
-        original = getattr(rw, "print_to_stdstream", None)
-        if original is None:
-            return
-
-        def to_log(data: dict, ignore_prefix: bool) -> None:
-            import sys
-
-            rw.print_worker_logs(data, sys.stderr, ignore_prefix)
-
-        self._patched: Any = (rw, original)
-        rw.print_to_stdstream = to_log
+        self._undo_prints = route_driver_prints_to_stderr()
 
     def _restore_logs(self) -> None:
         import sys
 
-        patched = getattr(self, "_patched", None)
-        if patched is not None:
-            patched[0].print_to_stdstream = patched[1]
-            self._patched = None
+        if self._undo_prints is not None:
+            self._undo_prints()
+            self._undo_prints = None
 
         if self._saved_fd2 is not None:
             sys.stderr.flush()

@@ -36,7 +36,7 @@ def job_overrides(config: str, overrides: Sequence[str]) -> tuple[str, list[str]
     from singr.engine.pipeline import run_paths
 
     from .config import load_service_config
-    from .registry import resolve_tracking_uri
+    from .hub.store import resolve_tracking_uri
 
     cfg = load_service_config(config, overrides)
     paths = run_paths(cfg)

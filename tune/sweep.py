@@ -9,7 +9,7 @@
 5. a search builds its model folder (:mod:`tune.ensemble`: the best trial, or the fold refit
    of ``tune.refit_folds`` as parallel runs, or the ``tune.ensemble_top_k`` best
    trials), fits its post-processing rules on validation data (``tune.postprocess``) and
-   registers it (:mod:`tune.publish`); a grid writes its report.
+   registers it (:mod:`tune.hub.publish`); a grid writes its report.
 
 The objective throughout is ``tune.metric`` (:attr:`SweepPlan.metric`); ``summary.json`` says
 what was registered under ``model`` (kind, members, folds, score, post-processing kept).
@@ -51,9 +51,8 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
     """Stages 1-5 (see the module docstring); returns the exit code."""
     import ray
 
-    from .guards import PlacementGroupJanitor, Watchdog
     from .maps import compute_maps
-    from .search import Progress, check_trial_fits, concurrency, run_search, tuner_settings
+    from .search import check_trial_fits, concurrency, run_search
     from .tracking import TrialRuns, parent_run
     from .trainer import how_trials_train, scaling
 
@@ -87,16 +86,11 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
     conc = concurrency(cfg, resources, scale, plan.n_trials)
     kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
     print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {how_trials_train(cfg, scale)} x "
-          f"{{CPU: {scale[1]:g}, GPU: {scale[2]:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
+          f"{{CPU: {scale.cpus:g}, GPU: {scale.gpus:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     runs = TrialRuns(plan, parent)
-    bar = Progress(plan.n_trials, search_params(cfg), int(cfg.train.epochs), metric=plan.metric, mode=plan.mode)
-    bundle = {"CPU": scale[1], **({"GPU": scale[2]} if scale[2] > 0 else {})}
-    janitor = PlacementGroupJanitor(bundle)
-    watchdog = Watchdog(float(cfg.tune.stall_timeout_s))
-    during = [janitor] if tuner_settings(plan, scale)["janitor"] else []
-    grid, restored = run_search(plan, scale, conc, [runs, bar, *during], resume=resume, stopper=watchdog)
-    maps["resources"] = janitor.finish()
-    return finish(plan, grid, restored, maps, parent, runs, t0, stalled=watchdog.fired)
+    run = run_search(plan, scale, conc, [runs], resume=resume)
+    maps["resources"] = run.resources
+    return finish(plan, run.grid, run.restored, maps, parent, runs, t0, stalled=run.stalled)
 
 
 def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], parent: str, runs: Any,
@@ -149,9 +143,12 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     summary.update({"metric": plan.metric, "mode": plan.mode, "best": {k: v for k, v in best.items() if k != "history"},
                     "best_score": best["score"], "best_val_Dice_mean": best["val_Dice_best"], "csv": str(csv_p),
                     "plot": str(png_p)})
-    model = _model(plan, rows, parent, runs, summary, [csv_p, png_p])
-    if isinstance(model, int):
-        return model
+    from .ensemble import RefitIncomplete
+
+    try:
+        model = _build_model(plan, rows, parent, runs)
+    except RefitIncomplete as e:
+        return _refit_incomplete(plan, parent, summary, [csv_p, png_p], runs, e)
     model_dir = model.path
     reg = _register(plan, parent, best, model_dir, runs, model=model)
     summary.update({"best_model": str(model_dir), "model": model.summary(), "registered": reg,
@@ -184,26 +181,29 @@ def _close(plan: SweepPlan, parent: str, status: str, summary: dict[str, Any], f
     runs._safe("the sweep's parent run", lambda: close_parent(plan, parent, status, summary, files))
 
 
-def _model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any, summary: dict[str, Any],
-           files: list[Path]) -> Any:
-    """The model folder to register, post-processing rules fitted (:mod:`tune.ensemble`), one
-    ``[tune]`` line per stage; or the exit code when a fold refit did not finish (summary.json
-    written; an interrupted refit leaves the parent run open for the rerun that resumes it)."""
-    from .ensemble import RefitIncomplete, build_model, fit_rules
+def _refit_incomplete(plan: SweepPlan, parent: str, summary: dict[str, Any], files: list[Path], runs: Any,
+                      e: Any) -> int:
+    """A fold refit did not finish: summary.json says why, the parent run is closed as FAILED (an
+    interrupted refit, exit 130, leaves it open for the rerun that resumes it); the exit code."""
+    summary.update({"refit_incomplete": e.message, "refit_runs": e.runs, "mlflow_not_logged": runs.failures})
+    if e.code == 130:
+        summary["interrupted"] = True
+    summary_p = write_json(plan.results_dir / "summary.json", summary, indent=1, default=str)
+    if e.code != 130:
+        _close(plan, parent, "FAILED", summary, [*files, summary_p], runs)
+    print(f"[tune] {e.message}", flush=True)
+    return int(e.code)
+
+
+def _build_model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any) -> Any:
+    """The model folder to register (:mod:`tune.ensemble`: the best trial's, or a refit ensemble),
+    post-processing rules fitted, one ``[tune]`` line per stage. Raises ``RefitIncomplete`` when a
+    fold refit did not finish."""
+    from .ensemble import build_model, fit_rules
 
     split = json.loads(plan.split_file.read_text())
     tm = time.time()
-    try:
-        model = build_model(plan, rows, split, parent, runs)
-    except RefitIncomplete as e:
-        summary.update({"refit_incomplete": e.message, "refit_runs": e.runs, "mlflow_not_logged": runs.failures})
-        if e.code == 130:
-            summary["interrupted"] = True
-        summary_p = write_json(plan.results_dir / "summary.json", summary, indent=1, default=str)
-        if e.code != 130:
-            _close(plan, parent, "FAILED", summary, [*files, summary_p], runs)
-        print(f"[tune] {e.message}", flush=True)
-        return e.code
+    model = build_model(plan, rows, split, parent, runs)
     print(f"[tune] model: {model.describe()}; {time.time() - tm:.0f} s, in {model.path}", flush=True)
     if plan.cfg.tune.postprocess:
         tm = time.time()
@@ -220,9 +220,10 @@ def _model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any, 
 
 def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any,
               model: Any = None) -> dict[str, Any] | None:
-    """Register the best model with its card (:func:`tune.card.sweep_card`) and exports (``mlflow.export``)."""
-    from .card import sweep_card
-    from .publish import register, split_digest
+    """Register the best model with its card (:func:`tune.hub.card.sweep_card`) and exports (``mlflow.export``)."""
+    from .champion import sweep_card
+    from .hub.card import split_digest
+    from .hub.publish import register
 
     cfg = plan.cfg
     split = json.loads(plan.split_file.read_text())

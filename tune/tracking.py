@@ -31,37 +31,13 @@ from ray.tune import Callback
 from singr.config import dump_config
 
 from .grid import expand_variants, is_grid
+from .hub.store import client_for, ensure_experiment
 from .plan import SweepPlan, trial_config
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-ML_EXPERIMENT = "custom_model_development"
 # what a child run keeps of a trial's results: the curves, nothing of Ray's bookkeeping
 METRIC_PREFIXES = ("val_", "train_loss", "epoch_seconds", "best_val_", "data_wait_", "patches_per_s",
                    "setup_", "startup/",  # the curves, where the time went (start-up included),
                    "system/")  # and the worker machine (MLflow system-metric names)
-
-
-def client_for(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def ensure_experiment(uri: str, name: str) -> str:
-    """The experiment id (created when missing: artifacts beside an sqlite store, or proxied
-    by a tracking server); tagged as an ML experiment."""
-    client = client_for(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        loc = None
-        if uri.startswith("sqlite:///"):
-            loc = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(name, artifact_location=loc)
-    else:
-        exp_id = exp.experiment_id
-    if exp is None or (exp.tags or {}).get(EXPERIMENT_KIND_TAG) != ML_EXPERIMENT:
-        client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT)
-    return exp_id
 
 
 def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -32,12 +32,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from singr.engine.trainer import BEST, LAST, Callback
 
-from .cluster import node_label
 from .config import ServiceConfig
+from .nodes import node_label
 
 CKPT_FILES = (LAST, BEST)
 
@@ -294,13 +294,27 @@ def evaluate_best(best: str, last: str, cfg: ServiceConfig, split: str, device: 
     return out
 
 
-def scaling(cfg: ServiceConfig, resources: dict[str, float]) -> tuple[int, float, float]:
-    """(num_workers, CPUs per worker, GPUs per worker); gpus_per_worker null = 1 if the cluster has GPUs."""
+class TrialScale(NamedTuple):
+    """What one trial trains on: ``workers`` training processes (Ray Train workers, or the trial's
+    own process when :func:`runner` says inline), each with ``cpus`` CPUs and ``gpus`` GPUs."""
+
+    workers: int
+    cpus: float
+    gpus: float
+
+    def bundle(self) -> dict[str, float]:
+        """One worker's Ray resources: ``{"CPU": cpus}`` and ``"GPU"`` when it has any."""
+        return {"CPU": float(self.cpus), **({"GPU": float(self.gpus)} if self.gpus > 0 else {})}
+
+
+def scaling(cfg: ServiceConfig, resources: dict[str, float]) -> TrialScale:
+    """The config's trial scale (``tune.num_workers``, ``cpus_per_worker``, ``gpus_per_worker``);
+    gpus_per_worker null = 1 if the cluster has GPUs."""
     t = cfg.tune
     gpus = t.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if float(resources.get("GPU", 0.0)) > 0 else 0.0
-    return int(t.num_workers), float(t.cpus_per_worker), float(gpus)
+    return TrialScale(int(t.num_workers), float(t.cpus_per_worker), float(gpus))
 
 
 def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, num_workers: int,
@@ -337,9 +351,9 @@ def build_trainer(cfg: ServiceConfig, run_name: str, storage_path: str | Path, n
     if int(num_workers) == 1:
         # one worker needs no process group: no torch.distributed rendezvous store, which would
         # listen on every interface (torch offers no way to bind it to loopback)
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+        from .raycompat import data_parallel_trainer
 
-        return DataParallelTrainer(train_loop_per_worker, **kwargs)
+        return data_parallel_trainer(train_loop_per_worker, **kwargs)
     return TorchTrainer(train_loop_per_worker, torch_config=TorchConfig(backend="nccl" if gpus_per_worker > 0
                                                                        else "gloo"), **kwargs)
 
@@ -348,7 +362,7 @@ _PROCESS_TRIALS: list[float] = []  # start times of the trials this process ran 
 
 
 def run_trial(params: dict[str, Any], base_cfg: ServiceConfig, trials_dir: str, train_storage: str,
-              scale: tuple[int, float, float]) -> None:
+              scale: TrialScale) -> None:
     """Ray Tune function trainable: the trial's config from ``params``, then its training: in this
     process (:func:`run_inline`) or as a Ray Train run (:func:`build_trainer`), by :func:`runner`."""
     now = time.time()
@@ -365,28 +379,28 @@ def run_trial(params: dict[str, Any], base_cfg: ServiceConfig, trials_dir: str, 
     split = cfg.experiment.eval_split if is_grid(cfg) and cfg.experiment is not None else None
     fold = None if params.get("fold") is None else int(params["fold"])
     if runner(base_cfg, scale) == "inline":
-        run_inline({"cfg": cfg, "prepared": True, "threads": max(1, int(scale[1])), "evaluate_split": split,
-                    "fold": fold, "clock": clock}, scale[2])
+        run_inline({"cfg": cfg, "prepared": True, "threads": max(1, int(scale.cpus)), "evaluate_split": split,
+                    "fold": fold, "clock": clock}, scale.gpus)
         return
-    trainer = build_trainer(cfg, run_name=trial_id, storage_path=train_storage, num_workers=scale[0],
-                            cpus_per_worker=scale[1], gpus_per_worker=scale[2],
+    trainer = build_trainer(cfg, run_name=trial_id, storage_path=train_storage, num_workers=scale.workers,
+                            cpus_per_worker=scale.cpus, gpus_per_worker=scale.gpus,
                             max_failures=int(base_cfg.tune.max_failures), prepared=True, tune_callback=True,
                             evaluate_split=split, start_retries=int(base_cfg.tune.start_retries),
                             fold=fold, clock=clock)
     trainer.fit()
 
 
-def runner(cfg: ServiceConfig, scale: tuple[int, float, float]) -> str:
+def runner(cfg: ServiceConfig, scale: TrialScale) -> str:
     """How a trial trains: ``tune.trial_runner``, with ``auto`` = ``inline`` for one worker per
     trial and ``train`` (a Ray Train run: controller, worker group, DDP) for more."""
     chosen = str(cfg.tune.trial_runner)
     if chosen == "auto":
-        return "inline" if int(scale[0]) == 1 else "train"
+        return "inline" if int(scale.workers) == 1 else "train"
     return chosen
 
 
-def how_trials_train(cfg: ServiceConfig, scale: tuple[int, float, float]) -> str:
+def how_trials_train(cfg: ServiceConfig, scale: TrialScale) -> str:
     """The progress line's words for :func:`runner`."""
     if runner(cfg, scale) == "inline":
         return "trained in its trial's own process (tune.trial_runner inline)"
-    return f"a Ray Train run of {scale[0]} worker(s)"
+    return f"a Ray Train run of {scale.workers} worker(s)"

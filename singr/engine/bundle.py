@@ -120,5 +120,5 @@ def load_predictor(source: str | Path | Sequence[str | Path], device: str = "aut
     pred = Predictor.from_checkpoints(members, device, trust=trust, postprocess=rules, **overrides)
     if postprocess is not None:
         pred.settings = pred.settings.with_(postprocess=bool(postprocess))
-    pred.meta["bundle"] = rec.get("info") or {}
+    pred.bundle_info = dict(rec.get("info") or {})
     return pred

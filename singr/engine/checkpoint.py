@@ -6,7 +6,9 @@ modalities, label convention, SiNG settings, loss), and, for resuming, the optim
 the epoch and the RNG state. Tensors are stored as safetensors tensors
 (``model.<name>``, ``optim.<param>.<name>``, ``rng.torch``); everything else is JSON in the
 file's metadata (``singr``). Loading such a file parses JSON and copies numbers: it never
-runs code, whoever made the file.
+runs code, whoever made the file. The model's metadata is a :class:`~singr.engine.meta.ModelMeta`
+in memory and its :meth:`~singr.engine.meta.ModelMeta.to_dict` JSON object (``meta``) on disk;
+this module is the one place that converts between the two.
 
 Checkpoints of singr 0.1 (``best.pt``, a torch pickle) can run arbitrary code when loaded;
 :func:`load_checkpoint` refuses them unless ``trust=True`` (``--trust-checkpoint`` on the
@@ -23,8 +25,9 @@ import torch
 
 from ..errors import SingrInputError
 from ..io import atomic_path
+from .meta import ModelMeta
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "is_safetensors", "model_from_checkpoint",
+__all__ = ["Checkpoint", "ModelMeta", "save_checkpoint", "load_checkpoint", "is_safetensors", "model_from_checkpoint",
            "CHECKPOINT_SUFFIX", "FORMAT_VERSION"]
 
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -37,7 +40,7 @@ class Checkpoint:
     """What a checkpoint file holds (see the module docstring)."""
 
     model_state: dict[str, torch.Tensor]
-    meta: dict[str, Any]
+    meta: ModelMeta
     config: dict[str, Any]
     epoch: int = -1
     best_metric: float = -1.0
@@ -75,7 +78,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.model_state.items()}
-    extra: dict[str, Any] = {"format": FORMAT_VERSION, "meta": ckpt.meta, "config": ckpt.config,
+    extra: dict[str, Any] = {"format": FORMAT_VERSION, "meta": ckpt.meta.to_dict(), "config": ckpt.config,
                              "epoch": int(ckpt.epoch), "best_metric": float(ckpt.best_metric),
                              "metrics": ckpt.metrics}
     if ckpt.optimizer_state is not None:
@@ -84,9 +87,9 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         extra["optimizer"] = plain
     if ckpt.rng_state is not None:
         tensors["rng.torch"] = ckpt.rng_state.detach().cpu().contiguous()
-    meta = {_META_KEY: json.dumps(extra, default=float)}
+    header = {_META_KEY: json.dumps(extra, default=float)}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=header)
     return Path(path)
 
 
@@ -129,7 +132,8 @@ def _load_pickle(path: Path, map_location: Any) -> Checkpoint:
         raise SingrInputError(f"cannot read checkpoint ({type(e).__name__}: {e})", path=path) from e
     if not isinstance(state, dict) or "model_state" not in state or "meta" not in state:
         raise SingrInputError("not a singr checkpoint (expected keys 'model_state' and 'meta')", path=path)
-    return Checkpoint(model_state=state["model_state"], meta=state["meta"], config=state.get("config", {}),
+    return Checkpoint(model_state=state["model_state"], meta=ModelMeta.from_dict(state["meta"], source=path),
+                      config=state.get("config", {}),
                       epoch=int(state.get("epoch", -1)), best_metric=float(state.get("best_metric", -1.0)),
                       metrics=state.get("metrics", {}), optimizer_state=state.get("optimizer_state"),
                       rng_state=state.get("torch_rng"))
@@ -159,16 +163,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         return _load_pickle(path, map_location)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         raise SingrInputError(f"broken safetensors checkpoint: truncated or corrupt ({type(e).__name__}: {e}); "
                               "copy or download it again", path=path) from e
-    if _META_KEY not in meta:
+    if _META_KEY not in header:
         raise SingrInputError("a safetensors file without singr metadata; expected a checkpoint written by singr",
                               path=path)
     try:
-        extra = json.loads(meta[_META_KEY])
+        extra = json.loads(header[_META_KEY])
     except ValueError as e:
         raise SingrInputError(f"corrupt singr metadata ({e})", path=path) from e
     if not isinstance(extra, dict) or "meta" not in extra:
@@ -178,7 +182,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if dev.type != "cpu":
         model_state = {k: v.to(dev) for k, v in model_state.items()}
     optim = _unflatten_optimizer(extra["optimizer"], tensors) if "optimizer" in extra else None
-    return Checkpoint(model_state=model_state, meta=extra["meta"], config=extra.get("config", {}),
+    return Checkpoint(model_state=model_state, meta=ModelMeta.from_dict(extra["meta"], source=path),
+                      config=extra.get("config", {}),
                       epoch=int(extra.get("epoch", -1)), best_metric=float(extra.get("best_metric", -1.0)),
                       metrics=extra.get("metrics", {}), optimizer_state=optim, rng_state=tensors.get("rng.torch"))
 
@@ -189,7 +194,7 @@ def model_from_checkpoint(ckpt: Checkpoint, device: str | torch.device = "cpu") 
     from ..models import model_from_config
 
     cfg: Any = from_stored(ckpt.config)
-    model = model_from_config(cfg, int(ckpt.meta["in_channels"]), int(ckpt.meta["out_channels"]))
+    model = model_from_config(cfg, ckpt.meta.in_channels, ckpt.meta.out_channels)
     try:
         model.load_state_dict(ckpt.model_state)
     except RuntimeError as e:

@@ -9,7 +9,9 @@ and overlay pictures of the first cases. The segmentation is the one inference p
 
 :func:`fit_postprocess` fits a model's post-processing rules on a split (validation by
 default): it segments the cases *without* post-processing and hands them to
-:meth:`singr.engine.postprocess.PostprocessRules.fit` (``singr postprocess``).
+:meth:`singr.engine.postprocess.PostprocessRules.fit` (``singr postprocess``); with
+``out_of_fold`` the cases of each fold are segmented by the fold's own model (a fold
+ensemble's rules, :mod:`tune.ensemble`).
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ import csv
 import io
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..config import SingrConfig
 from ..errors import SingrInputError
-from ..geometry import bounding_box
+from ..geometry import crop_to_union
 from ..io import write_json, write_text
 from ..metrics import case_metrics, summarize
 from .infer import Prediction, Predictor
@@ -138,7 +140,7 @@ def evaluate(predictor: Predictor, cfg: SingrConfig, split: str = "test", out_di
     summ = summarize(rows)
     write_rows_csv(out / f"metrics_{split}.csv", rows)
     result = {"split": split, "n_cases": len(rows), "summary": summ,
-              "model": predictor.meta.get("members") or predictor.identity,
+              "model": [m.to_dict() for m in predictor.member_info] or predictor.identity,
               "postprocess": predictor.postprocess.to_dict() if predictor.applies_postprocess else None,
               "tta": bool(predictor.settings.tta), "seconds_per_case": float(np.mean(seconds))}
     write_json(out / f"summary_{split}.json", result, indent=1, default=float)
@@ -148,18 +150,9 @@ def evaluate(predictor: Predictor, cfg: SingrConfig, split: str = "test", out_di
     return result
 
 
-def _crop_case(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction and ground truth (R, D, H, W) cut to the box of their union (+ 1 voxel): the
-    connected components, their sizes and Dice are unchanged, the memory is the tumour's."""
-    box = bounding_box(np.any(pred, axis=0) | np.any(gt, axis=0), margin=1)
-    if box is None:
-        box = tuple(slice(0, 1) for _ in pred.shape[1:])
-    sub = (slice(None),) + box
-    return pred[sub].copy(), gt[sub].copy()
-
-
-def fit_postprocess(predictor: Predictor, cfg: SingrConfig, split: str = "val", fold: int | None = None,
-                    progress: bool = False) -> tuple[PostprocessRules, dict[str, Any]]:
+def fit_postprocess(predictor: Predictor | None, cfg: SingrConfig, split: str = "val", fold: int | None = None,
+                    progress: bool = False, *, out_of_fold: Iterable[tuple[int, Predictor]] | None = None
+                    ) -> tuple[PostprocessRules, dict[str, Any]]:
     """Fit post-processing rules for ``predictor`` on ``split`` (of fold ``fold`` with ``data.folds``).
 
     The cases are segmented *without* post-processing (whatever the predictor's own rules and
@@ -168,18 +161,31 @@ def fit_postprocess(predictor: Predictor, cfg: SingrConfig, split: str = "val", 
     regions. Returns ``(rules, report)``: the fit's report (``n_cases``, ``dice_before``,
     ``dice_after``, ``scores``) with ``split``, ``fold``, ``cases`` (ids) and ``rules``
     (:meth:`PostprocessRules.describe`), all JSON-able.
+
+    ``out_of_fold`` (instead of ``predictor``, which is then None): pairs ``(k, the model of
+    fold k)``; each fold's ``split`` cases are segmented by that fold's model, the one that did
+    not train on them (nnU-Net's cross-validation post-processing; ``cfg`` has ``data.folds``).
+    An iterator loads one model at a time. The report's ``split`` says so and its ``fold`` is None.
     """
-    raw = predictor.with_settings(postprocess=False)
+    if (predictor is None) == (out_of_fold is None):
+        raise ValueError("fit_postprocess: give a predictor or out_of_fold (one of the two)")
+    runs: Iterable[tuple[int | None, Predictor]] = [(fold, predictor)] if predictor is not None else out_of_fold or []
     data: list[tuple[np.ndarray, np.ndarray, Sequence[float]]] = []
     ids: list[str] = []
-    names: tuple[str, ...] = predictor.region_names
-    for prep, p, _ in segment_split(raw, cfg, split, fold, progress):
-        if names and tuple(prep.region_names) != tuple(names):
-            raise SingrInputError(f"the case's regions {list(prep.region_names)} differ from the model's "
-                                  f"{list(names)}", case=prep.case_id)
-        names = tuple(prep.region_names)
-        data.append((*_crop_case(p.regions, prep.regions), prep.spacing))
-        ids.append(prep.case_id)
+    names: tuple[str, ...] = ()
+    for k, model in runs:
+        raw = model.with_settings(postprocess=False)
+        names = tuple(raw.region_names) or names
+        for prep, p, _ in segment_split(raw, cfg, split, k, progress):
+            if names and tuple(prep.region_names) != tuple(names):
+                raise SingrInputError(f"the case's regions {list(prep.region_names)} differ from the model's "
+                                      f"{list(names)}", case=prep.case_id)
+            names = tuple(prep.region_names)
+            data.append((*crop_to_union(p.regions, prep.regions), prep.spacing))
+            ids.append(prep.case_id)
     rules, report = PostprocessRules.fit(data, names)
-    report.update({"split": split, "fold": fold, "cases": ids, "rules": rules.describe()})
+    where = (split if out_of_fold is None else
+             f"{split}, out of fold (each fold's cases segmented by the member that did not train on them)")
+    report.update({"split": where, "fold": fold if out_of_fold is None else None, "cases": ids,
+                   "rules": rules.describe()})
     return rules, report

@@ -18,14 +18,12 @@ to the export window for unetr (position embeddings of the training patch) and s
 export is run once at another batch and spatial size against PyTorch; a network that does
 not reproduce it is written (and declared in the sidecar) with the fixed window size.
 
-ONNX graphs compute instance and group norms with staged reductions (one axis at a time):
-onnxruntime's InstanceNormalization and whole-volume ReduceMean sum a window in one float32
-pass and drift from PyTorch on real images (on a crop of a BraTS case: 1.6e-4 for
-synthetic.yaml's unet3d at 64x64x48, 5.6e-3 for brats.yaml's at 128^3; staged: 5e-6, 1e-5),
-at the price of a slower run, ~1.7x at 128^3 (``staged_norms=False``, ``--native-norms``,
-keeps the native operators).
+ONNX graphs compute instance and group norms with staged reductions (one axis at a time,
+:mod:`singr.engine.staged_norms`): onnxruntime's own operators drift from PyTorch on real
+images (up to 5.6e-3 at 128^3; staged: 1e-5), at the price of a slower run, ~1.7x at 128^3
+(``staged_norms=False``, ``--native-norms``, keeps the native operators).
 
-Beside each file ``<file>.json`` (:func:`sidecar_path`) says what a user of the raw network
+Beside each file ``<file>.json`` (:func:`singr.engine.export_check.sidecar_path`) says what a user of the raw network
 needs: input channels and modality order, the normalisation (z-score per channel over the
 non-zero voxels, as :func:`singr.preprocess.normalize_image`), region names, the threshold
 (foreground where logit >= 0, i.e. tanh(logit) >= 0 for SiNGR's signed maps), the sliding
@@ -34,33 +32,28 @@ Ensembles: average tanh(logits) over members, then threshold at 0 (what
 :class:`singr.engine.infer.Predictor` does). A bundle's post-processing rules are not part
 of the export.
 
-:func:`check_export` loads an exported file (``torch.jit.load`` / onnxruntime on CPU) and
-returns its largest absolute difference from PyTorch's logits on a sample.
+Loading an exported file, checking it against PyTorch and reading its sidecar:
+:mod:`singr.engine.export_check`.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import SingrInputError
 from ..io import atomic_path, write_json
+from .export_check import check_format, load_exported, quiet, reproduces, sidecar_path, torch_logits
+from .meta import ModelMeta
+from .staged_norms import with_staged_norms
 
-__all__ = ["EXPORT_FORMATS", "CHECK_TOLERANCE", "INPUT_NAME", "OUTPUT_NAME", "export_model", "check_export",
-           "load_exported", "sidecar_path", "read_sidecar", "output_paths", "resolve_model_files", "file_sha256",
-           "random_sample", "case_sample"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_model", "output_paths", "resolve_model_files", "file_sha256"]
 
-EXPORT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".torchscript", "onnx": ".onnx"}
-CHECK_TOLERANCE = 1e-4
-"""Largest accepted absolute difference between an export's logits and PyTorch's."""
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 SPATIAL_AXES = ("x", "y", "z")
 FIXED_SIZE_MODELS: dict[str, str] = {
@@ -80,33 +73,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def sidecar_path(path: str | Path) -> Path:
-    """The JSON sidecar of an exported file: ``<file>.json``."""
-    p = Path(path)
-    return p.with_name(p.name + ".json")
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of an exported file, parsed; a clear error when it is missing or unreadable."""
-    sc = sidecar_path(path)
-    try:
-        data = json.loads(sc.read_text())
-    except FileNotFoundError:
-        raise SingrInputError("the export's sidecar is missing; expected the JSON written by singr export",
-                              path=sc) from None
-    except ValueError as e:
-        raise SingrInputError(f"unreadable sidecar ({e})", path=sc) from e
-    if not isinstance(data, dict):
-        raise SingrInputError("the sidecar is not a JSON object", path=sc)
-    return data
-
-
-def _check_format(fmt: str) -> str:
-    if fmt not in EXPORT_FORMATS:
-        raise SingrInputError(f"unknown export format {fmt!r} (--format); expected one of {', '.join(EXPORT_FORMATS)}")
-    return fmt
-
-
 def output_paths(members: Sequence[str | Path], fmt: str, out: str | Path) -> list[Path]:
     """Where each member's export goes.
 
@@ -116,7 +82,7 @@ def output_paths(members: Sequence[str | Path], fmt: str, out: str | Path) -> li
     ``<out>/<stem of m><.torchscript | .onnx>`` (``member_<i>_<stem>`` when stems repeat,
     as ``best`` in several fold folders).
     """
-    _check_format(fmt)
+    check_format(fmt)
     out = Path(out)
     files = [Path(m) for m in members]
     if not files:
@@ -146,22 +112,12 @@ def output_paths(members: Sequence[str | Path], fmt: str, out: str | Path) -> li
 
 def resolve_model_files(source: Sequence[str | Path], tracking_uri: str | None = None) -> list[Path]:
     """The member checkpoint files of ``source``: checkpoint files (several: an ensemble), a model
-    folder (:func:`singr.engine.bundle.read_bundle`), or an MLflow registry model
-    ``models:/<name>@<alias>`` (downloaded with ``tune.registry.download_model``, imported here
-    only: MLflow is an optional extra)."""
+    folder (:func:`singr.engine.bundle.read_bundle`), or a model in a store (``models:/<name>@<alias>``,
+    downloaded by :func:`singr.engine.source.local_model`)."""
     from .bundle import read_bundle
+    from .source import local_model
 
-    src = [str(s) for s in source]
-    if not src:
-        raise SingrInputError("--model is required: a checkpoint file, a model folder or models:/<name>@<alias>")
-    if len(src) == 1 and (src[0].startswith("models:/") or ("@" in src[0] and not Path(src[0]).exists())):
-        try:
-            from tune.registry import download_model
-        except ImportError as e:
-            raise SingrInputError(f"a registry model needs MLflow (the tune extra: pip install 'singr[tune]'): "
-                                  f"{e}") from None
-        local, _ = download_model(src[0], tracking_uri)
-        src = [str(local)]
+    src = local_model(source, tracking_uri)
     if len(src) == 1:
         return read_bundle(src[0])[0]
     files = [Path(s) for s in src]
@@ -173,14 +129,6 @@ def resolve_model_files(source: Sequence[str | Path], tracking_uri: str | None =
 
 
 # --------------------------------------------------------------------------- export
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' deprecation and tracer warnings (every export is verified instead)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _roi_for(cfg: Any, roi: Sequence[int] | None, where: str) -> tuple[int, int, int]:
     """The export window: ``roi`` (checked) or the model's sliding window rounded up to the
     network's size multiple, at least two of it (UNETR: its training patch)."""
@@ -213,69 +161,10 @@ def _probe_shape(roi: tuple[int, int, int], mult: int) -> tuple[int, int, int]:
     return (b, a, b) if shape == roi else shape
 
 
-def _runner(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A function image (B, C, x, y, z) float32 -> logits, running the exported file on CPU."""
-    if fmt == "torchscript":
-        try:
-            with _quiet():
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as e:  # noqa: BLE001 - RuntimeError / ValueError for foreign files
-            raise SingrInputError(f"cannot load as TorchScript ({type(e).__name__}: {e})", path=path) from e
-        module.eval()
-
-        def run_ts(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
-
-        return run_ts
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise SingrInputError(f"running an ONNX export needs onnxruntime (pip install onnxruntime): {e}") from None
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise SingrInputError(f"cannot load as ONNX ({type(e).__name__}: {e})", path=path) from e
-    name = session.get_inputs()[0].name
-
-    def run_onnx(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
-
-    return run_onnx
-
-
-def load_exported(path: str | Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The exported network at ``path`` as a function ``(B, C, x, y, z) float32 -> logits``, on CPU."""
-    path = Path(path)
-    _check_format(fmt)
-    if not path.is_file():
-        raise SingrInputError(f"exported {fmt} file not found", path=path)
-    return _runner(path, fmt)
-
-
-def _torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
-
-
-def _matches(run: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, x: np.ndarray) -> float | None:
-    """Max abs difference of ``run`` vs PyTorch on ``x``; None when either fails or the shapes differ,
-    or when the difference is far beyond rounding (an export specialised to another size)."""
-    try:
-        ref = _torch_logits(model, x)
-        got = run(x)
-    except Exception:  # noqa: BLE001 - a size the network or the export cannot take
-        return None
-    if got.shape != ref.shape:
-        return None
-    diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    return diff if diff <= 1e-3 * max(1.0, float(np.max(np.abs(ref)))) else None
-
-
 def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
     """Script (else trace) ``model`` and save it to ``path``; returns the method used."""
     method = "script"
-    with _quiet():
+    with quiet():
         try:
             module: Any = torch.jit.script(model)
         except Exception:  # noqa: BLE001 - unsupported Python constructs: fall back to tracing
@@ -292,80 +181,13 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     return method
 
 
-def _staged_mean(t: torch.Tensor, first: int) -> torch.Tensor:
-    """Mean over the axes ``first..`` one axis at a time (keepdim): each step sums one axis's
-    length of numbers, so float32 rounding stays at PyTorch's level; one ReduceMean over a
-    whole 128^3 volume in onnxruntime loses ~1e-3."""
-    for d in range(t.dim() - 1, first - 1, -1):
-        t = t.mean(dim=d, keepdim=True)
-    return t
-
-
-class _StagedInstanceNorm(torch.nn.Module):
-    """InstanceNorm (no running stats) with staged reductions, for the ONNX graph."""
-
-    def __init__(self, norm: torch.nn.modules.instancenorm._InstanceNorm):
-        super().__init__()
-        self.eps = float(norm.eps)
-        self.weight = norm.weight if norm.affine else None
-        self.bias = norm.bias if norm.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xc = x - _staged_mean(x, 2)
-        y = xc * torch.rsqrt(_staged_mean(xc * xc, 2) + self.eps)
-        if self.weight is not None and self.bias is not None:
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
-
-
-class _StagedGroupNorm(torch.nn.Module):
-    """GroupNorm with staged reductions (SegResNet), for the ONNX graph."""
-
-    def __init__(self, norm: torch.nn.GroupNorm):
-        super().__init__()
-        self.groups, self.eps = int(norm.num_groups), float(norm.eps)
-        self.weight = norm.weight if norm.affine else None
-        self.bias = norm.bias if norm.affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        g = x.reshape((shape[0], self.groups, shape[1] // self.groups) + tuple(shape[2:]))
-        gc = g - _staged_mean(g, 2)
-        y = (gc * torch.rsqrt(_staged_mean(gc * gc, 2) + self.eps)).reshape(shape)
-        if self.weight is not None and self.bias is not None:
-            view = [1, -1] + [1] * (x.dim() - 2)
-            y = y * self.weight.view(view) + self.bias.view(view)
-        return y
-
-
-def _with_staged_norms(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
-    """A copy of ``model`` whose instance/group norms (over whole volumes) use staged reductions;
-    returns (copy, number replaced). Norms that keep running statistics are left as they are."""
-    import copy
-
-    out = copy.deepcopy(model)
-    n = 0
-    for parent in list(out.modules()):
-        for name, child in list(parent.named_children()):
-            new: torch.nn.Module | None = None
-            if isinstance(child, torch.nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
-                new = _StagedInstanceNorm(child)
-            elif isinstance(child, torch.nn.GroupNorm):
-                new = _StagedGroupNorm(child)
-            if new is not None:
-                setattr(parent, name, new)
-                n += 1
-    return out.eval(), n
-
-
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_spatial: bool,
                 dynamic_batch: bool) -> None:
     axes: dict[int, str] = {0: "batch"} if dynamic_batch else {}
     if dynamic_spatial:
         axes.update({2 + i: a for i, a in enumerate(SPATIAL_AXES)})
     dynamic = {INPUT_NAME: dict(axes), OUTPUT_NAME: dict(axes)} if axes else None
-    with _quiet(), torch.no_grad(), atomic_path(path) as tmp:
+    with quiet(), torch.no_grad(), atomic_path(path) as tmp:
         try:
             torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=dynamic, opset_version=int(opset), do_constant_folding=True,
@@ -413,7 +235,7 @@ def _export_one(model: torch.nn.Module, name: str, fmt: str, path: Path, roi: tu
     else:
         facts["method"] = "torch.onnx.export (dynamo=False)"
         facts["opset"] = int(opset)
-        net, n_norms = _with_staged_norms(model) if staged_norms else (model, 0)
+        net, n_norms = with_staged_norms(model) if staged_norms else (model, 0)
         facts["norms"] = (f"{n_norms} instance/group norms as staged ReduceMean ops (float32-exact in "
                           "onnxruntime)" if staged_norms else "native operators")
         _write_onnx(net, example, path, opset, dynamic_spatial=want_dynamic, dynamic_batch=True)
@@ -422,7 +244,7 @@ def _export_one(model: torch.nn.Module, name: str, fmt: str, path: Path, roi: tu
     shapes: list[list[int]] = []
     if can_run:
         if dynamic_spatial:
-            d = _matches(_runner(path, fmt), model, probe)
+            d = reproduces(load_exported(path, fmt), model, probe)
             if d is None:  # specialised to the export size after all: write it as fixed
                 dynamic_spatial = False
                 if fmt == "onnx":
@@ -432,12 +254,12 @@ def _export_one(model: torch.nn.Module, name: str, fmt: str, path: Path, roi: tu
                 shapes.append(list(probe.shape))
         if not dynamic_spatial:
             try:
-                _torch_logits(model, at_roi[:1])
+                torch_logits(model, at_roi[:1])
             except Exception as e:  # noqa: BLE001 - the network itself cannot take this size
                 raise SingrInputError(f"the {name} network does not run on an input of size {list(roi)} "
                                       f"({type(e).__name__}: {str(e)[:200]}); choose another --roi",
                                       path=path) from e
-            d = _matches(_runner(path, fmt), model, at_roi)
+            d = reproduces(load_exported(path, fmt), model, at_roi)
             if d is None:
                 dynamic_batch = False
                 if fmt == "onnx":
@@ -460,6 +282,14 @@ def _export_one(model: torch.nn.Module, name: str, fmt: str, path: Path, roi: tu
     return facts
 
 
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    """``value``, or ``default`` where the checkpoint's metadata lacks it (None)."""
+    return default if value is None else value
+
+
 def _sidecar(ckpt: Any, cfg: Any, source: Path, sha: str, path: Path, facts: dict[str, Any], index: int,
              members: Sequence[Path], out_paths: Sequence[Path]) -> dict[str, Any]:
     from .. import __version__
@@ -467,10 +297,10 @@ def _sidecar(ckpt: Any, cfg: Any, source: Path, sha: str, path: Path, facts: dic
     from ..losses import is_regression_loss
     from .infer import InferenceSettings
 
-    meta = ckpt.meta
-    c_in, c_out = int(meta["in_channels"]), int(meta["out_channels"])
-    mods = [str(m) for m in (meta.get("modalities") or [])]
-    regression = bool(meta["regression"]) if "regression" in meta else is_regression_loss(cfg.loss.name)
+    meta: ModelMeta = ckpt.meta
+    c_in, c_out = meta.in_channels, meta.out_channels
+    mods = list(meta.modalities)
+    regression = meta.regression if meta.regression is not None else is_regression_loss(cfg.loss.name)
     settings = InferenceSettings.from_config(cfg)
     spatial = facts["input_size"]["spatial"]
     dims: list[Any] = ["batch" if facts["input_size"]["batch"] == "dynamic" else 1]
@@ -491,8 +321,8 @@ def _sidecar(ckpt: Any, cfg: Any, source: Path, sha: str, path: Path, facts: dic
         "singr_version": __version__,
         "torch_version": torch.__version__,
         "source": {"checkpoint": source.name, "sha256": sha, "epoch": int(ckpt.epoch),
-                   "best_metric": float(ckpt.best_metric), "fold": meta.get("fold")},
-        "model": meta.get("model", cfg.model.name),
+                   "best_metric": float(ckpt.best_metric), "fold": meta.fold},
+        "model": _or(meta.model, cfg.model.name),
         "input": {
             "name": INPUT_NAME, "dtype": "float32", "shape": in_shape, "channels": c_in,
             "modalities": mods,
@@ -501,7 +331,7 @@ def _sidecar(ckpt: Any, cfg: Any, source: Path, sha: str, path: Path, facts: dic
             "spatial_size": spatial, "spatial_multiple": facts["input_size"]["spatial_multiple"],
             "batch": facts["input_size"]["batch"], "why_fixed": facts["input_size"]["why_fixed"],
             "exported_at": facts["input_size"]["exported_at"],
-            "spacing_mm": meta.get("spacing"),
+            "spacing_mm": list(meta.spacing) if meta.spacing is not None else None,
         },
         "normalization": {
             "method": "z-score each channel over its non-zero (brain) voxels: (v - mean) / std on voxels != 0; "
@@ -511,18 +341,18 @@ def _sidecar(ckpt: Any, cfg: Any, source: Path, sha: str, path: Path, facts: dic
         },
         "output": {
             "name": OUTPUT_NAME, "dtype": "float32", "shape": out_shape, "kind": "raw logits",
-            "regions": list(meta.get("region_names") or []),
+            "regions": list(meta.region_names),
             "activation": act,
             "foreground": f"logit >= 0 (i.e. {act}(logit) >= {'0' if regression else '0.5'})",
             "signed_map": "tanh(logit) is SiNGR's signed normalised geodesic map S in [-1, 1]" if regression else None,
-            "label_convention": meta.get("label_convention"),
+            "label_convention": meta.label_convention,
             "regions_nested": "ET within TC within WT; labels: ET -> ET label, TC - ET -> 1 (NCR), WT - TC -> 2 (ED)"
-                              if list(meta.get("region_names") or []) == ["TC", "WT", "ET"] else None,
+                              if meta.region_names == ("TC", "WT", "ET") else None,
         },
         "sliding_window": window,
-        "training": {"loss": meta.get("loss", cfg.loss.name), "patch_size": list(cfg.train.patch_size),
-                     "lam": meta.get("lam", float(cfg.sing.lam)), "delta": meta.get("delta", float(cfg.sing.delta)),
-                     "gamma": meta.get("gamma", float(cfg.loss.gamma))},
+        "training": {"loss": _or(meta.loss, cfg.loss.name), "patch_size": list(cfg.train.patch_size),
+                     "lam": _or(meta.lam, float(cfg.sing.lam)), "delta": _or(meta.delta, float(cfg.sing.delta)),
+                     "gamma": _or(meta.gamma, float(cfg.loss.gamma))},
         "ensemble": None if len(members) == 1 else {
             "member": index, "members": [p.name for p in out_paths],
             "combine": "mean over members of tanh(logits), then foreground where the mean >= 0"},
@@ -548,7 +378,7 @@ def export_model(source_files: list[Path], fmt: str, out: Path, roi: tuple[int, 
     from ..config import from_stored
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
-    _check_format(fmt)
+    check_format(fmt)
     if fmt == "onnx":
         lo, hi = _onnx_opset_range()
         if not lo <= int(opset) <= hi:
@@ -557,89 +387,12 @@ def export_model(source_files: list[Path], fmt: str, out: Path, roi: tuple[int, 
     paths = output_paths(members, fmt, out)
     written: list[Path] = []
     for i, (src, path) in enumerate(zip(members, paths)):
-        ckpt = load_checkpoint(src, map_location="cpu", trust=trust)
-        for key in ("in_channels", "out_channels"):
-            if key not in ckpt.meta:
-                raise SingrInputError(f"checkpoint metadata lacks {key!r}; not a singr model checkpoint", path=src)
+        ckpt = load_checkpoint(src, map_location="cpu", trust=trust)  # refuses metadata without channel counts
         cfg: Any = from_stored(ckpt.config)
         r = _roi_for(cfg, roi, str(src))
         model = model_from_checkpoint(ckpt, "cpu").float().eval()
-        facts = _export_one(model, cfg.model.name, fmt, path, r, int(ckpt.meta["in_channels"]), opset,
+        facts = _export_one(model, cfg.model.name, fmt, path, r, ckpt.meta.in_channels, opset,
                             staged_norms=staged_norms)
         write_json(sidecar_path(path), _sidecar(ckpt, cfg, src, file_sha256(src), path, facts, i, members, paths))
         written.append(path)
     return written
-
-
-# --------------------------------------------------------------------------- checking
-def check_export(path: Path, fmt: str, checkpoint: Path, sample: np.ndarray, *, trust: bool = False) -> float:
-    """Max abs difference between the exported network's logits and PyTorch's (the checkpoint's
-    network in eval mode, float32, CPU) on ``sample`` (1, C, x, y, z), normalised like the
-    model's input. ``path`` is loaded with ``torch.jit.load`` or an onnxruntime CPU session."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-
-    x = np.asarray(sample, dtype=np.float32)
-    ckpt = load_checkpoint(checkpoint, map_location="cpu", trust=trust)
-    c = int(ckpt.meta["in_channels"])
-    if x.ndim != 5 or x.shape[1] != c:
-        raise SingrInputError(f"the check sample has shape {tuple(x.shape)}; expected (batch, {c}, x, y, z)",
-                              path=checkpoint)
-    run = load_exported(path, fmt)
-    model = model_from_checkpoint(ckpt, "cpu").float().eval()
-    try:
-        ref = _torch_logits(model, x)
-    except Exception as e:  # noqa: BLE001 - a size the network cannot take
-        raise SingrInputError(f"the PyTorch network fails on an input of shape {tuple(x.shape)} "
-                              f"({type(e).__name__}: {str(e)[:300]})", path=checkpoint) from e
-    try:
-        got = run(x)
-    except Exception as e:  # noqa: BLE001 - a size the export does not take
-        raise SingrInputError(f"the exported network failed on an input of shape {tuple(x.shape)} "
-                              f"({type(e).__name__}: {str(e)[:300]})", path=path) from e
-    if got.shape != ref.shape:
-        raise SingrInputError(f"the exported network returned shape {got.shape}; PyTorch returns {ref.shape}",
-                              path=path)
-    return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
-
-
-def random_sample(in_channels: int, size: Sequence[int], seed: int = 0) -> np.ndarray:
-    """A random normalised input (1, C, x, y, z): standard normal, z-scored per channel."""
-    from ..preprocess import normalize_image
-
-    img = np.random.default_rng(seed).standard_normal((int(in_channels), *map(int, size)), dtype=np.float32)
-    return normalize_image(img)[None]
-
-
-def case_sample(case_dir: str | Path, size: Sequence[int], modalities: Sequence[str] = (),
-                in_channels: int | None = None) -> np.ndarray:
-    """A crop (1, C, x, y, z) of a case folder: read (``find_case_folder_files`` + ``load_case``),
-    the model's ``modalities`` selected in order, normalised (:func:`normalize_image`), and cut to
-    ``size`` around the centre of the brain's bounding box (zero-padded where the volume is smaller)."""
-    from ..data.readers import canonical_modality, find_case_folder_files, load_case
-    from ..geometry import bounding_box
-    from ..preprocess import normalize_image
-
-    case = load_case(find_case_folder_files(Path(case_dir)), check=True)
-    img = case.image
-    have = [canonical_modality(m) or m for m in case.modalities]
-    want = [canonical_modality(m) or m for m in modalities]
-    if want and all(m in have for m in want):
-        img = img[[have.index(m) for m in want]]
-    n = int(in_channels) if in_channels is not None else img.shape[0]
-    if img.shape[0] != n:
-        raise SingrInputError(f"the case has modalities {list(case.modalities)}; the model expects {n} channels "
-                              f"({', '.join(modalities) or 'unnamed'})", case=case.case_id, path=case_dir)
-    img = normalize_image(img)
-    brain = np.any(img != 0, axis=0)
-    box = bounding_box(brain, margin=0) if brain.any() else None
-    centre = ([(s.start + s.stop) // 2 for s in box] if box is not None else [d // 2 for d in img.shape[1:]])
-    out = np.zeros((n, *map(int, size)), dtype=np.float32)
-    src, dst = [], []
-    for c, w, d in zip(centre, size, img.shape[1:]):
-        w = int(w)
-        lo = min(max(0, c - w // 2), max(0, d - w))
-        hi = min(d, lo + w)
-        src.append(slice(lo, hi))
-        dst.append(slice(0, hi - lo))
-    out[(slice(None), *dst)] = img[(slice(None), *src)]
-    return out[None]

@@ -51,6 +51,7 @@ from ..errors import SingrInputError
 from ..geometry import bounding_box
 from ..preprocess import normalize_image
 from ..regions import labels_to_regions, regions_to_labels
+from .meta import MemberInfo, ModelMeta
 
 __all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES", "PRECISIONS",
            "channels_last_copy", "cpu_has_native_bf16", "resolve_precision"]
@@ -204,17 +205,24 @@ def sliding_window(model: torch.nn.Module, x: torch.Tensor, settings: InferenceS
 
 
 class Predictor:
-    """One model or an ensemble of members, ready to segment cases."""
+    """One model or an ensemble of members, ready to segment cases.
 
-    def __init__(self, members: Sequence[torch.nn.Module], settings: InferenceSettings, meta: dict[str, Any],
+    ``meta``: the (first) member's :class:`~singr.engine.meta.ModelMeta` (None for a network
+    in memory without one); ``member_info``: one :class:`~singr.engine.meta.MemberInfo` per
+    member checkpoint (empty for networks in memory); ``bundle_info``: the ``info`` of the
+    model folder it was loaded from (empty otherwise)."""
+
+    def __init__(self, members: Sequence[torch.nn.Module], settings: InferenceSettings, meta: ModelMeta,
                  device: str | torch.device = "cpu", postprocess: Any = None, identity: dict[str, Any] | None = None,
-                 configs: Sequence[SingrConfig] = ()):
+                 configs: Sequence[SingrConfig] = (), member_info: Sequence[MemberInfo] = ()):
         if not members:
             raise SingrInputError("a predictor needs at least one model")
         self.device = torch.device(device)
         self.members = [m.to(self.device).eval() for m in members]
         self.settings = settings
-        self.meta = dict(meta)
+        self.meta: ModelMeta | None = meta
+        self.member_info: tuple[MemberInfo, ...] = tuple(member_info)
+        self.bundle_info: dict[str, Any] = {}
         self.postprocess = postprocess
         self.identity = dict(identity or {})
         self.configs = list(configs)
@@ -225,13 +233,14 @@ class Predictor:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, settings: InferenceSettings, device: str | torch.device = "cpu",
-                   meta: dict[str, Any] | None = None) -> "Predictor":
+                   meta: ModelMeta | None = None) -> "Predictor":
         """A predictor around a network in memory (validation during training). The network is
         left as it is (device, layout, modules, training mode): where the settings run the
         channels-last path, each prediction uses a fresh copy of its current weights."""
         pred = cls.__new__(cls)
         pred.device, pred.members, pred.settings = torch.device(device), [model], settings
-        pred.meta, pred.postprocess, pred.identity, pred.configs = dict(meta or {}), None, {}, []
+        pred.meta, pred.postprocess, pred.identity, pred.configs = meta, None, {}, []
+        pred.member_info, pred.bundle_info = (), {}
         pred._owns_members, pred._fast_copies = False, {}
         return pred
 
@@ -246,7 +255,7 @@ class Predictor:
         files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
         dev = torch.device(resolve_device(device))
         models: list[torch.nn.Module] = []
-        metas: list[dict[str, Any]] = []
+        metas: list[ModelMeta] = []
         cfgs: list[SingrConfig] = []
         for f in files:
             ckpt = load_checkpoint(f, map_location="cpu", trust=trust)
@@ -255,26 +264,26 @@ class Predictor:
             cfgs.append(from_stored(ckpt.config))
         ref = metas[0]
         for f, m in zip(files[1:], metas[1:]):
-            for key in ("in_channels", "region_names", "label_convention"):
-                if m.get(key) != ref.get(key):
-                    raise SingrInputError(f"ensemble member has {key} {m.get(key)!r}, but the first member "
-                                          f"{files[0].name} has {ref.get(key)!r}; members must agree", path=f)
+            for key, mine, first in (("in_channels", m.in_channels, ref.in_channels),
+                                     ("region_names", list(m.region_names), list(ref.region_names)),
+                                     ("label_convention", m.label_convention, ref.label_convention)):
+                if mine != first:
+                    raise SingrInputError(f"ensemble member has {key} {mine!r}, but the first member "
+                                          f"{files[0].name} has {first!r}; members must agree", path=f)
         settings = InferenceSettings.from_config(cfgs[0], **overrides)
-        meta = dict(ref)
-        meta["members"] = [{"file": f.name, "lam": m.get("lam"), "delta": m.get("delta"), "gamma": m.get("gamma"),
-                            "model": m.get("model"), "fold": m.get("fold")} for f, m in zip(files, metas)]
-        return cls(models, settings, meta, dev, postprocess=postprocess, configs=cfgs)
+        return cls(models, settings, ref, dev, postprocess=postprocess, configs=cfgs,
+                   member_info=[MemberInfo.of(f, m) for f, m in zip(files, metas)])
 
     # ------------------------------------------------------------------ inference
 
     @property
     def region_names(self) -> tuple[str, ...]:
-        return tuple(self.meta.get("region_names") or ())
+        return self.meta.region_names if self.meta is not None else ()
 
     def check_channels(self, image: np.ndarray, case: str = "input") -> None:
-        n = int(self.meta.get("in_channels") or image.shape[0])
+        n = self.meta.in_channels if self.meta is not None else int(image.shape[0])
         if image.ndim != 4 or image.shape[0] != n:
-            mods = ", ".join(self.meta.get("modalities") or []) or f"{n} channels"
+            mods = (", ".join(self.meta.modalities) if self.meta is not None else "") or f"{n} channels"
             raise SingrInputError(f"the model expects {n} modalities ({mods}); got an image of shape {image.shape}",
                                   case=case)
 
@@ -368,9 +377,10 @@ class Predictor:
     def from_signed(self, signed: np.ndarray, label_convention: str | None = None) -> Prediction:
         """Threshold S-hat at 0, nest the regions through the label map, post-process (when
         :attr:`applies_postprocess`), make the label map; the regions returned are the label map's."""
-        conv = label_convention or self.meta.get("label_convention") or "brats2020"
+        own = self.meta.label_convention if self.meta is not None else None
+        conv = label_convention or own or "brats2020"
         if conv not in ("brats2020", "brats2023", "binary") or (conv == "binary") != (len(self.region_names) == 1):
-            conv = self.meta.get("label_convention") or conv
+            conv = own or conv
         regions = labels_to_regions(regions_to_labels(signed >= 0, conv), conv)  # ET within TC within WT
         if self.applies_postprocess:
             regions = self.postprocess.apply(regions, self.region_names)  # keeps the nesting

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
-from ..config import SingrConfig
+from ..config import SingrConfig, with_values
 from ..device import resolve_device
 from ..errors import SingrInputError
 from ..losses import is_regression_loss
 from ..preprocess import preprocess_cases
 from ..sing import SingSettings
 
-__all__ = ["RunPaths", "run_paths", "sing_settings", "discover", "split_cases", "prepare"]
+C = TypeVar("C", bound=SingrConfig)
+
+__all__ = ["RunPaths", "run_paths", "fold_dir", "fold_config", "sing_settings", "discover", "split_cases", "prepare"]
 
 
 @dataclass
@@ -35,6 +37,25 @@ def run_paths(cfg: SingrConfig) -> RunPaths:
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.data.root) / ".singr_cache"
     split = Path(cfg.data.split_file) if cfg.data.split_file else out / "split.json"
     return RunPaths(out, cache, split, out / "checkpoints")
+
+
+def fold_dir(output_dir: str | Path, fold: int) -> Path:
+    """Where fold ``fold`` of a cross-validation writes: ``<output_dir>/fold_<fold>``."""
+    return Path(output_dir) / f"fold_{int(fold)}"
+
+
+def fold_config(cfg: C, fold: int | None) -> C:
+    """The config of fold ``fold`` of ``data.folds``: output in :func:`fold_dir`, the split file
+    shared with the other folds; ``cfg`` itself when ``fold`` is None."""
+    if fold is None:
+        return cfg
+    if not cfg.data.folds:
+        raise SingrInputError("--fold needs data.folds (the number of folds, e.g. data.folds=5)")
+    if not 0 <= fold < int(cfg.data.folds):
+        raise SingrInputError(f"--fold {fold} is out of range; data.folds = {cfg.data.folds} gives folds "
+                              f"0..{int(cfg.data.folds) - 1}")
+    split = run_paths(cfg).split_file
+    return with_values(cfg, {"output_dir": str(fold_dir(cfg.output_dir, fold)), "data.split_file": str(split)})
 
 
 def sing_settings(cfg: SingrConfig, lam: float | None = None) -> SingSettings:

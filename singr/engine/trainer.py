@@ -42,10 +42,11 @@ from ..losses import build_loss, is_regression_loss
 from ..metrics import case_metrics, summarize
 from ..models import model_from_config
 from .checkpoint import CHECKPOINT_SUFFIX, Checkpoint, load_checkpoint, save_checkpoint
+from .meta import ModelMeta
 from .pipeline import RunPaths, discover, prepare, run_paths, sing_settings, split_cases
 
 __all__ = ["Callback", "Trainer", "TrainResult", "fit", "loss_from_config", "seed_everything", "validate",
-           "resolve_train_device", "BEST", "LAST"]
+           "resolve_train_device", "training_meta", "BEST", "LAST"]
 
 BEST = "best" + CHECKPOINT_SUFFIX
 LAST = "last" + CHECKPOINT_SUFFIX
@@ -53,6 +54,18 @@ LAST = "last" + CHECKPOINT_SUFFIX
 
 def resolve_train_device(name: str) -> torch.device:
     return torch.device(resolve_device(name))
+
+
+def training_meta(cfg: SingrConfig, first: Any, split: dict[str, Any], fold: int | None) -> ModelMeta:
+    """The metadata the checkpoints of a run carry: channels, regions, convention, modalities and
+    spacing of ``first`` (a :class:`~singr.preprocess.PreparedCase` of the training set), the
+    config's architecture, loss and SiNG settings, the ``fold`` and the sizes of ``split``."""
+    return ModelMeta(in_channels=int(first.image.shape[0]), out_channels=len(first.region_names),
+                     region_names=tuple(first.region_names), label_convention=first.label_convention,
+                     modalities=tuple(first.modalities), model=cfg.model.name, loss=cfg.loss.name,
+                     regression=is_regression_loss(cfg.loss.name), lam=float(cfg.sing.lam),
+                     delta=float(cfg.sing.delta), gamma=float(cfg.loss.gamma), spacing=tuple(first.spacing),
+                     fold=fold, n_train=len(split["train"]), n_val=len(split["val"]), n_test=len(split["test"]))
 
 
 def loss_from_config(cfg: SingrConfig) -> torch.nn.Module:
@@ -159,7 +172,7 @@ class Trainer:
         self.select = str(cfg.train.select_metric)
         self.select_max = SELECT_METRICS[self.select] == "max"
         self.best, self.best_epoch, self.start_epoch = self._no_best(), -1, 0
-        self.meta: dict[str, Any] = {}
+        self.meta: ModelMeta | None = None  # set by setup()
         self.last_timing: dict[str, float] = {}  # the last epoch's times (train_epoch)
         self.setup_timing: dict[str, float] = {}  # where setup() spent its time (set by setup)
 
@@ -192,14 +205,8 @@ class Trainer:
         from ..preprocess import load_prepared
 
         first = load_prepared(self.paths.cache_dir, self.train_ids[0], mmap=True)
-        self.meta = {"in_channels": int(first.image.shape[0]), "out_channels": len(first.region_names),
-                     "region_names": list(first.region_names), "label_convention": first.label_convention,
-                     "modalities": list(first.modalities), "model": cfg.model.name, "loss": cfg.loss.name,
-                     "regression": regression, "lam": float(cfg.sing.lam), "delta": float(cfg.sing.delta),
-                     "gamma": float(cfg.loss.gamma), "spacing": list(first.spacing),
-                     "fold": self.fold, "n_train": len(self.split["train"]), "n_val": len(self.split["val"]),
-                     "n_test": len(self.split["test"])}
-        self.model = model_from_config(cfg, self.meta["in_channels"], self.meta["out_channels"]).to(self.device)
+        self.meta = meta = training_meta(cfg, first, self.split, self.fold)
+        self.model = model_from_config(cfg, meta.in_channels, meta.out_channels).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(tr.lr), weight_decay=float(tr.weight_decay))
         self._resume()
         self.net = self.wrap_model(self.model) if self.wrap_model is not None else self.model
@@ -235,6 +242,8 @@ class Trainer:
         self.model.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
+        if ckpt.rng_state is not None:  # torch's CPU generator where the interrupted run left it
+            torch.set_rng_state(ckpt.rng_state.to("cpu", torch.uint8))
         self.start_epoch, self.best = int(ckpt.epoch) + 1, float(ckpt.best_metric)
         self.best_epoch = int(ckpt.metrics.get("best_epoch", -1))
         was = str(ckpt.metrics.get("select_metric", "val_Dice_mean"))
@@ -300,6 +309,8 @@ class Trainer:
 
     def checkpoint(self, epoch: int, row: dict[str, Any], improved: bool) -> dict[str, Path]:
         """Rank 0: write ``last`` (and ``best`` when ``train.select_metric`` improved)."""
+        if self.meta is None:
+            raise RuntimeError("Trainer.checkpoint() before setup()")
         state = Checkpoint(model_state=self.model.state_dict(), meta=self.meta, config=self.cfg.to_dict(core_only=True),
                            epoch=epoch, best_metric=self.best,
                            metrics={**row, "best_epoch": self.best_epoch, "select_metric": self.select},

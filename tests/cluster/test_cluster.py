@@ -1,4 +1,4 @@
-"""The service on a local multi-node cluster (tune.cluster: a head without CPUs, two 1-CPU
+"""The service on a local multi-node cluster (tune.devcluster: a head without CPUs, two 1-CPU
 worker nodes and an MLflow server, all on 127.0.0.1), driven exactly as a user drives it:
 `python -m tune.submit` (ray job submit with absolute paths) and `singr serve --address`.
 
@@ -37,7 +37,7 @@ def _env(cluster_env: dict[str, str], **extra: str) -> dict[str, str]:
 
 def _up(root: Path):
     from singr.data.synth import synthesize_dataset
-    from tune.cluster import LocalCluster
+    from tune.devcluster import LocalCluster
 
     c = LocalCluster(root, workers=2, cpus_per_worker=1.0, mlflow=True)
     info = c.up()
@@ -46,7 +46,7 @@ def _up(root: Path):
 
 
 def _down(c) -> None:
-    from tune.cluster import _alive
+    from tune.devcluster.procs import alive as _alive
 
     pids = c.processes()
     left = c.down()
@@ -108,7 +108,7 @@ def _children(info, parent_id: str) -> list:
 
 
 def test_loopback_only(cluster_a):
-    from tune.cluster import listening_sockets
+    from tune.devcluster import listening_sockets
 
     c, _ = cluster_a
     ports = {(a, p) for a, p, _ in listening_sockets(c.processes())}
@@ -160,7 +160,7 @@ def test_driver_killed_then_resubmitted(cluster_a):
             first = line.split(" trial ")[1].split()[0]
             break
     assert first, "no trial finished"
-    from tune.cluster import _cmdline
+    from tune.devcluster.procs import cmdline as _cmdline
 
     drivers = [pid for pid in c.processes() if b"-m\0tune\0-c" in _cmdline(pid)
                and f"tune.name={name}".encode() in _cmdline(pid)]
@@ -185,7 +185,7 @@ def test_driver_killed_then_resubmitted(cluster_a):
 
 
 def test_mlflow_down_at_submit_is_a_clear_error(cluster_a, tmp_path):
-    from tune.cluster import free_port
+    from tune.nodes import free_port
 
     _, info = cluster_a
     dead = f"http://127.0.0.1:{free_port()}"
@@ -202,7 +202,7 @@ TRAINING_PROCESS = {"train": b"ray::RayTrainWorker", "inline": b"ray::ImplicitFu
 def _train_worker_nodes(c, info, runner: str = "train") -> dict[str, list[int]]:
     """Where the trials' training processes run now, from the process table (ground truth, unlike a
     trial's reported results, which reach result.json through the Tune driver and can lag by epochs)."""
-    from tune.cluster import _cmdline
+    from tune.devcluster.procs import cmdline as _cmdline
 
     out: dict[str, list[int]] = {}
     for n in info.nodes:
@@ -354,7 +354,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
     from singr.data.synth import synthesize_dataset
     from singr.engine.bundle import write_bundle
     from singr.engine.trainer import fit
-    from tune.cluster import free_port
+    from tune.nodes import free_port
 
     c, info = cluster_b
     cfg = load_config("smoke.yaml", [f"data.root={tmp_path / 'data'}", f"output_dir={tmp_path / 'run'}",
@@ -378,7 +378,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
                 time.sleep(0.5)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        from tune.pyfunc import SingrModel
+        from tune.hub.pyfunc import SingrModel
 
         with mlflow.start_run():
             mlflow.pyfunc.log_model(name="model", python_model=SingrModel(), artifacts={"model": str(bundle)},

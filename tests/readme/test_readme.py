@@ -66,7 +66,8 @@ def _free(port: int) -> bool:
 
 def _holders(ports: list[int]) -> dict[int, list[str]]:
     """``port: ["pid command line", ...]`` of the processes listening on ``ports`` (from /proc)."""
-    from tune.cluster import _cmdline, listening_sockets
+    from tune.devcluster import listening_sockets
+    from tune.devcluster.procs import cmdline as _cmdline
 
     pids = {int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()}
     out: dict[int, list[str]] = {}

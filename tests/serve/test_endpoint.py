@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tune.cluster import free_port
+from tune.nodes import free_port
 
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")

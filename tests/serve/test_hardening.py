@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tune.cluster import free_port
+from tune.nodes import free_port
 
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
@@ -293,7 +293,7 @@ def _wait_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]
 
 
 def _descendants(pid: int) -> set[int]:
-    from tune.cluster import descendants
+    from tune.devcluster import descendants
 
     return descendants([pid]) - {pid}
 
@@ -308,7 +308,7 @@ def test_serve_exits_with_the_load_error(tmp_path):
 
 
 def test_sigterm_stops_serve_cleanly(smoke_model, tmp_path):
-    from tune.cluster import _alive
+    from tune.devcluster.procs import alive as _alive
 
     port = free_port()
     proc = subprocess.Popen([str(BIN / "singr"), "serve", "--model", str(smoke_model["checkpoint"]), "--port",

@@ -1,5 +1,5 @@
 """``GET /v1/model`` returns the model card stored with the model (``card.json`` in its folder,
-written by the tuning service at registration: tune/card.py), and null for a model without one.
+written by the tuning service at registration: tune/hub/card.py), and null for a model without one.
 The replica is built in-process (no Ray), as in test_endpoint's constructor test."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_v1_model_returns_the_card(smoke_model, tmp_path):
     from serve.model import scrub_paths
     from singr.config import load_config
     from singr.engine.bundle import write_bundle
-    from tune.card import CARD_FILE, build_card, card_markdown, write_card
+    from tune.hub.card import CARD_FILE, build_card, card_markdown, write_card
 
     folder = write_bundle(tmp_path / "model", [smoke_model["checkpoint"]], names=["best.safetensors"])
     cfg = load_config("smoke.yaml", [f"data.root={smoke_model['work'] / 'data'}",

@@ -1,5 +1,5 @@
 """Ray's token on a fresh machine: `ray start --head` makes none, so the local cluster and the
-tests' heads make one first (tune.cluster.ensure_auth_token), and keep an existing one."""
+tests' heads make one first (tune.devcluster.ensure_auth_token), and keep an existing one."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tune.cluster import ensure_auth_token
+from tune.devcluster import ensure_auth_token
 
 BIN = Path(sys.executable).parent
 

@@ -1,8 +1,8 @@
-"""The model card (tune/card.py), the pyfunc's signature and requirements (tune/pyfunc.py), and
-what registration logs (tune/publish.py).
+"""The model card (tune/hub/card.py), the pyfunc's signature and requirements (tune/hub/pyfunc.py), and
+what registration logs (tune/hub/publish.py).
 
 The unit tests render a fabricated card. The slow ones register a model: once without Ray
-(a smoke model trained in-process, registered by :func:`tune.publish.register` with exports
+(a smoke model trained in-process, registered by :func:`tune.hub.publish.register` with exports
 off and no test metrics), and once through a whole smoke sweep (``python -m tune``), whose
 registered version must carry the card as its description, ``card.json``, the ONNX export
 within 1e-4 of PyTorch, a signature, an input example, and requirements naming the
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tune.card import CARD_FILE, INTENDED_USE, MAX_DESCRIPTION, card_markdown, region_metrics, summary_metrics
+from tune.hub.card import CARD_FILE, INTENDED_USE, MAX_DESCRIPTION, card_markdown, region_metrics, summary_metrics
 
 from .conftest import sweep_overrides, sweep_summary, tune_env
 
@@ -109,7 +109,7 @@ def test_region_metrics_from_checkpoint_and_summary():
 
 
 def test_pyfunc_signature_example_and_requirements():
-    from tune.pyfunc import input_example, pinned_requirements, pip_requirements, signature
+    from tune.hub.pyfunc import input_example, pinned_requirements, pip_requirements, signature
 
     ex = input_example(4)
     assert ex.shape == (4, 8, 8, 8) and ex.dtype == np.float32
@@ -153,8 +153,8 @@ def test_register_without_exports_writes_card_and_description(smoke_fit):
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
-    from tune.card import build_card, machine_facts, read_card
-    from tune.publish import register, split_digest
+    from tune.hub.card import build_card, machine_facts, read_card, split_digest
+    from tune.hub.publish import register
     from tune.tracking import ensure_experiment
 
     plan = smoke_fit["plan"]
@@ -247,7 +247,7 @@ def test_sweep_registers_the_card(registered):
 
 @pytest.mark.slow
 def test_sweep_logs_the_onnx_export_beside_the_checkpoint(registered):
-    from singr.engine.export import check_export, random_sample, read_sidecar
+    from singr.engine.export_check import check_export, random_sample, read_sidecar
 
     reg, local = registered["reg"], registered["local"]
     onnx = local / "artifacts" / "export" / "best.onnx"

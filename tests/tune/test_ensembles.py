@@ -76,8 +76,8 @@ def test_refit_trains_each_fold_in_parallel_and_bundles_them(refit):
     folder = Path(m["path"])
     for k in (0, 1):
         ck = load_checkpoint(folder / f"fold_{k}.safetensors")
-        assert ck.meta["fold"] == k and ck.meta["n_val"] == len(folds[k])  # validated on its own fold
-        assert ck.meta["n_train"] == sum(len(f) for f in folds) - len(folds[k]) and ck.meta["lam"] == best["lam"]
+        assert ck.meta.fold == k and ck.meta.n_val == len(folds[k])  # validated on its own fold
+        assert ck.meta.n_train == sum(len(f) for f in folds) - len(folds[k]) and ck.meta.lam == best["lam"]
     assert m["score"] == pytest.approx(np.mean([x["score"] for x in m["members"]]))  # cross-validation
     assert m["val_split"].startswith("cv2-")
     runs = m["fold_runs"]
@@ -113,14 +113,14 @@ def test_registered_fold_ensemble_loads_its_members(refit, smoke_data):
     import mlflow.pyfunc
 
     from singr.engine.bundle import load_predictor
-    from tune.registry import download_model
+    from tune.hub.fetch import download_model
 
     s = refit["summary"]
     uri = s["registered"]["model_uri"]
     folder, ident = download_model(uri, s["tracking_uri"])
     pred = load_predictor(folder, device="cpu")
-    assert len(pred.members) == 2 and [x["fold"] for x in pred.meta["members"]] == [0, 1]
-    assert [x["file"] for x in pred.meta["members"]] == ["fold_0.safetensors", "fold_1.safetensors"]
+    assert len(pred.members) == 2 and [x.fold for x in pred.member_info] == [0, 1]
+    assert [x.file for x in pred.member_info] == ["fold_0.safetensors", "fold_1.safetensors"]
     assert pred.postprocess is not None and pred.postprocess.to_dict() == s["model"]["postprocess"]["rules"]
     assert ident["tags"]["kind"] == "folds"
     case = json.loads((refit["work"] / "ray" / "refit" / "split.json").read_text())["test"][0]
@@ -175,7 +175,7 @@ def test_top_k_registers_the_best_trials_by_the_lowest_hd95(top_k, smoke_data):
     assert math.isfinite(m["score"]) and m["score"] >= 0 and m["best_member_score"] == trials[0]["score"]
     for x, t in zip(m["members"], trials):
         ck = load_checkpoint(Path(m["path"]) / x["file"])
-        assert ck.meta["lam"] == t["lam"] and ck.meta["delta"] == pytest.approx(t["delta"])
+        assert ck.meta.lam == t["lam"] and ck.meta.delta == pytest.approx(t["delta"])
         assert ck.config["train"]["select_metric"] == "val_HD95_mean"
     assert m["postprocess"] is None  # tune.postprocess: false
     members, rec = read_bundle(Path(m["path"]))

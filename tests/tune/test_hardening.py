@@ -29,7 +29,7 @@ def _run_sweep(work: Path, data: Path, name: str, watch_sockets: bool = False, e
     """Run a smoke sweep to its end; returns its exit code, output, wall time and (optionally)
     the listening sockets its processes held while it ran. A sweep still running after
     ``timeout`` s is stopped with everything it started (code None; its output so far returned)."""
-    from tune.cluster import descendants, listening_sockets, stop_processes
+    from tune.devcluster import descendants, listening_sockets, stop_processes
 
     cmd = [PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(work, data, name, **more)]
     t0 = time.time()
@@ -65,7 +65,8 @@ def _run_sweep(work: Path, data: Path, name: str, watch_sockets: bool = False, e
 def other_cluster():
     """A second Ray cluster on this machine (`ray start --head`, its own temp dir), named by
     /tmp/ray/ray_current_cluster; stopped by PID afterwards. The file is restored."""
-    from tune.cluster import ensure_auth_token, find_processes, free_ports, stop_processes
+    from tune.devcluster import ensure_auth_token, find_processes, stop_processes
+    from tune.nodes import free_ports
 
     saved = CURRENT.read_bytes() if CURRENT.exists() else None
     tmp = Path(f"/tmp/rt_{uuid.uuid4().hex[:6]}")

@@ -127,7 +127,7 @@ def test_trials_ranked_by_dice_by_default(tmp_path):
 
 
 def test_promotion_compares_only_the_same_objective():
-    from tune.publish import decide_promotion
+    from tune.hub.publish import decide_promotion
 
     champ = {"objective": "val_Dice_mean", "val_split": "d", "val_Dice_mean": "0.9"}
     ok, why = decide_promotion("better", 3.0, "d", champ, metric="val_HD95_mean", higher_is_better=False)

@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from tune.cluster import HEAD_PORTS, NODE_PORTS, LocalCluster, free_port, free_ports
+from tune.devcluster import HEAD_PORTS, NODE_PORTS, LocalCluster
+from tune.nodes import free_port, free_ports
 
 
 def test_free_ports_are_distinct_and_free():

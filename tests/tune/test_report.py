@@ -15,7 +15,8 @@ from singr.cli import main  # noqa: E402
 from singr.config import dump_config  # noqa: E402
 from singr.errors import SingrInputError  # noqa: E402
 from tune.config import load_service_config as load_config  # noqa: E402
-from tune.report import mean_se, write_report  # noqa: E402
+from tune.report import write_report  # noqa: E402
+from tune.stats import mean_se  # noqa: E402
 
 # test_Dice_<region> per (variant, seed); HD95 = 10 * (1 - Dice) + seed (hand-checkable)
 DICE = {

@@ -158,7 +158,7 @@ def test_axis_report_statistics_by_hand(tmp_path, roots):
 
 def test_axis_picture_shows_the_same_case_at_every_level(tmp_path, roots):
     from tune.grid import expand_variants
-    from tune.report import axis_picture
+    from tune.report.overlays import axis_picture
 
     cfg = _axis_config(tmp_path, roots)
     png, case = axis_picture(tmp_path / "pic.png", cfg, expand_variants(cfg), "test")
@@ -192,19 +192,17 @@ def test_axis_report_without_case_scores_says_so(tmp_path, roots):
 def test_report_notes_from_a_config_replace_the_stored_ones(tmp_path, roots):
     """`singr report --notes-from CONFIG`: notes written after the run (wall time, reading) replace
     the ones the sweep stored; a config without notes is refused with its name."""
-    import argparse
-
     from singr.errors import SingrInputError
     from tune.report import run_report
 
     uri = _fabricate(tmp_path, roots, extra_run=False)
     cfg = tmp_path / "after.yaml"
     cfg.write_text("base: ambiguity.yaml\nexperiment:\n  notes: written after the run, 48 min here\n")
-    args = argparse.Namespace(tracking_uri=uri, experiment="fab", sweep=None, out=str(tmp_path / "r3"),
-                              overlay_cases=0, no_log=True, device="cpu", notes_from=str(cfg))
-    assert run_report(args) == 0
+    args = dict(tracking_uri=uri, experiment="fab", sweep=None, out=str(tmp_path / "r3"),
+                overlay_cases=0, log=False, device="cpu", notes_from=str(cfg))
+    assert run_report(**args) == 0
     md = (tmp_path / "r3" / "report.md").read_text()
     assert md.rstrip().endswith("## Notes\n\nwritten after the run, 48 min here") and "fabricated" not in md
     cfg.write_text("base: ambiguity.yaml\nexperiment:\n  notes: ''\n")
     with pytest.raises(SingrInputError, match="after.yaml: the config has no experiment.notes"):
-        run_report(args)
+        run_report(**args)

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tune.cluster import ensure_auth_token, free_ports
+from tune.devcluster import ensure_auth_token
+from tune.devcluster.procs import descendants
+from tune.nodes import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -226,7 +228,7 @@ def test_mlflow_runs_and_registered_model(resumed_sweep):
     from singr.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(pts[0])
-    assert state.meta["lam"] == best["lam"] and abs(state.meta["delta"] - best["delta"]) < 1e-9
+    assert state.meta.lam == best["lam"] and abs(state.meta.delta - best["delta"]) < 1e-9
 
 
 # --------------------------------------------------------------------------- ray job submit
@@ -367,21 +369,8 @@ def test_ddp_two_workers_match_one(tmp_path, smoke_root):
 
 
 def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc, no psutil)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    """Every process below ``pid``."""
+    return sorted(descendants([pid]) - {pid})
 
 
 def _cmdline(pid: int) -> str:
@@ -435,8 +424,10 @@ def test_worker_failure_resumes_from_checkpoint(tmp_path, smoke_root):
 
 def test_inline_trial_killed_resumes_from_its_tune_checkpoint(tmp_path, smoke_root):
     """The default runner trains a one-worker trial in its Tune trial process: SIGKILL that process
-    after epoch 2's checkpoint; Tune retries the trial (tune.max_failures) from its latest checkpoint,
-    so epochs up to it are not trained again, and the sweep registers a model as usual."""
+    after epoch 2's checkpoint is on disk; Tune retries the trial (tune.max_failures) from the latest
+    checkpoint its driver had registered, so epoch 1 is not trained again, and the sweep registers a
+    model as usual. (Which checkpoint the driver had registered at the kill, epoch 1's or epoch 2's,
+    depends on how far behind the trial it runs: on a loaded machine epoch 2 can be trained twice.)"""
     import threading
 
     from tests.tune.conftest import PY, sweep_overrides, sweep_summary, tune_env
@@ -473,7 +464,8 @@ def test_inline_trial_killed_resumes_from_its_tune_checkpoint(tmp_path, smoke_ro
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(logs[0]))]
     saw.update(before=before, epochs=epochs)
     assert before and max(before) < 6, saw  # killed mid-trial
-    assert sorted(set(epochs)) == list(range(1, 7)) and epochs.count(1) == 1 and epochs.count(2) == 1, saw
+    assert sorted(set(epochs)) == list(range(1, 7)) and epochs.count(1) == 1, saw  # resumed, not restarted
+    assert len(epochs) < 6 + len(before), saw  # some epochs were not trained again
     s = sweep_summary(tmp_path, name)
     assert s["n_errors"] == 0 and s["trials"][0]["epochs_run"] == 6, s
     assert (sweep / "results" / "best_model").is_dir()

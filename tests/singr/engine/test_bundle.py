@@ -12,6 +12,7 @@ import torch
 from singr.config import load_config
 from singr.engine.bundle import BUNDLE_FILE, load_predictor, read_bundle, write_bundle, write_rules
 from singr.engine.checkpoint import Checkpoint, save_checkpoint
+from singr.engine.meta import ModelMeta
 from singr.engine.postprocess import PostprocessRules
 from singr.errors import SingrInputError
 from singr.models import model_from_config
@@ -26,7 +27,7 @@ def _checkpoint(path: Path, *overrides: str) -> Path:
     cfg = load_config("smoke.yaml", list(overrides))
     torch.manual_seed(0)
     model = model_from_config(cfg, 4, 3)
-    return save_checkpoint(path, Checkpoint(model.state_dict(), META, cfg.to_dict(core_only=True)))
+    return save_checkpoint(path, Checkpoint(model.state_dict(), ModelMeta.from_dict(META), cfg.to_dict(core_only=True)))
 
 
 def _signed() -> np.ndarray:

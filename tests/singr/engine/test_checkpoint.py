@@ -11,12 +11,14 @@ import torch
 from singr.cli import main
 from singr.config import load_config
 from singr.engine.checkpoint import Checkpoint, is_safetensors, load_checkpoint, model_from_checkpoint, save_checkpoint
+from singr.engine.meta import ModelMeta
 from singr.errors import SingrInputError
 from singr.models import model_from_config
 
 META = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2020",
         "modalities": ["flair", "t1", "t1ce", "t2"], "model": "unet3d", "loss": "focal_l1", "regression": True,
         "lam": 0.5, "delta": 0.5, "gamma": 1.0, "spacing": [1.0, 1.0, 1.0]}
+MODEL_META = ModelMeta.from_dict(META)
 
 
 class Evil:
@@ -41,12 +43,12 @@ def test_round_trip_with_optimizer_and_rng(tmp_path):
     model(torch.randn(1, 4, 32, 32, 32)).mean().backward()
     opt.step()
     rng = torch.get_rng_state()
-    ckpt = Checkpoint(model.state_dict(), META, cfg.to_dict(core_only=True), epoch=3, best_metric=0.5,
+    ckpt = Checkpoint(model.state_dict(), MODEL_META, cfg.to_dict(core_only=True), epoch=3, best_metric=0.5,
                       metrics={"val_Dice_mean": 0.5}, optimizer_state=opt.state_dict(), rng_state=rng)
     p = save_checkpoint(tmp_path / "last.safetensors", ckpt)
     assert is_safetensors(p) and not list(tmp_path.glob(".tmp-*"))
     back = load_checkpoint(p)
-    assert back.epoch == 3 and back.metrics["val_Dice_mean"] == 0.5 and back.meta == META
+    assert back.epoch == 3 and back.metrics["val_Dice_mean"] == 0.5 and back.meta.to_dict() == META
     assert all(torch.equal(back.model_state[k], v) for k, v in model.state_dict().items())
     opt2 = torch.optim.Adam(model_from_config(cfg, 4, 3).parameters(), lr=1e-3)
     opt2.load_state_dict(back.optimizer_state)  # the optimizer resumes
@@ -86,6 +88,7 @@ def test_old_checkpoints_load_only_when_trusted_and_convert(tmp_path):
     new = tmp_path / "best.safetensors"
     assert main(["convert", str(old), str(new), "--trust-checkpoint"]) == 0
     back = load_checkpoint(new)
+    assert back.meta.to_dict() == META  # the 0.1 metadata, as it was
     assert back.epoch == 4 and torch.equal(back.model_state["conv_0.conv_0.conv.weight"],
                                            model.state_dict()["conv_0.conv_0.conv.weight"])
 
@@ -105,7 +108,7 @@ def test_foreign_files_are_clear_errors(tmp_path, name, content, needle):
     with pytest.raises(SingrInputError, match="not found"):
         load_checkpoint(tmp_path / "missing.safetensors")
     cfg, model = _small()
-    good = save_checkpoint(tmp_path / "good.safetensors", Checkpoint(model.state_dict(), META, cfg.to_dict()))
+    good = save_checkpoint(tmp_path / "good.safetensors", Checkpoint(model.state_dict(), MODEL_META, cfg.to_dict()))
     data = good.read_bytes()
     good.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(SingrInputError, match="broken safetensors checkpoint: truncated or corrupt"):

@@ -15,10 +15,11 @@ from torch import nn
 from singr.config import load_config
 from singr.engine.evaluate import evaluate, fit_postprocess, summary_markdown
 from singr.engine.infer import InferenceSettings, Predictor
+from singr.engine.meta import ModelMeta
 from singr.engine.postprocess import PostprocessRules
 from singr.errors import SingrInputError
 
-META = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2020"}
+META = ModelMeta(in_channels=4, out_channels=3, region_names=("TC", "WT", "ET"), label_convention="brats2020")
 LESION_KEYS = [f"{m}_{r}" for m in ("LesionDice", "LesionHD95") for r in ("TC", "WT", "ET", "mean")]
 
 

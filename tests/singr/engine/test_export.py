@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 from singr.cli import main
-from singr.engine import export as ex
-from singr.engine.export import (
-    CHECK_TOLERANCE,
-    case_sample,
-    check_export,
-    export_model,
-    file_sha256,
-    output_paths,
-    random_sample,
-    read_sidecar,
-)
+from singr.engine import export_check
+from singr.engine.export import export_model, file_sha256, output_paths
+from singr.engine.export_check import CHECK_TOLERANCE, case_sample, check_export, random_sample, read_sidecar
 from singr.errors import SingrInputError
 
 MODS = ("t1n", "t1c", "t2w", "t2f")
@@ -35,7 +27,7 @@ def _tiny_checkpoint(path: Path) -> Path:
     import torch
 
     from singr.config import load_config
-    from singr.engine.checkpoint import Checkpoint, save_checkpoint
+    from singr.engine.checkpoint import Checkpoint, ModelMeta, save_checkpoint
     from singr.models import model_from_config
 
     cfg = load_config("smoke.yaml", [f"infer.roi_size={list(ROI)}"])
@@ -50,7 +42,7 @@ def _tiny_checkpoint(path: Path) -> Path:
     meta = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"],
             "label_convention": "brats2023", "modalities": ["flair", "t1", "t1ce", "t2"], "model": cfg.model.name,
             "loss": "focal_l1", "regression": True, "lam": 0.5, "delta": 0.5, "gamma": 1.0, "spacing": [1.0] * 3}
-    return save_checkpoint(path, Checkpoint(model_state=model.state_dict(), meta=meta,
+    return save_checkpoint(path, Checkpoint(model_state=model.state_dict(), meta=ModelMeta.from_dict(meta),
                                             config=cfg.to_dict(core_only=True), epoch=0))
 
 
@@ -184,6 +176,6 @@ def test_cli_errors_exit_2(ckpt, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert str(missing) in err and "model not found" in err
     # an export that differs from PyTorch by more than the tolerance fails the command
-    monkeypatch.setattr(ex, "check_export", lambda *a, **k: 1e-3)
+    monkeypatch.setattr(export_check, "check_export", lambda *a, **k: 1e-3)
     assert main(["export", "--model", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "t")]) == 2
     assert "differs from PyTorch by 0.001 > 0.0001" in capsys.readouterr().err

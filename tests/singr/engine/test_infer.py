@@ -2,6 +2,8 @@
 crop + paste-back, mirroring, ensembles, batching, training mode and dropout, precision."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,10 @@ from torch import nn
 
 from singr.engine import infer
 from singr.engine.infer import InferenceSettings, Predictor, channels_last_copy, resolve_precision
+from singr.engine.meta import ModelMeta
 from singr.errors import SingrInputError
 
-META = {"in_channels": 4, "out_channels": 3, "region_names": ["TC", "WT", "ET"], "label_convention": "brats2023"}
+META = ModelMeta(in_channels=4, out_channels=3, region_names=("TC", "WT", "ET"), label_convention="brats2023")
 
 
 def _settings(**kw) -> InferenceSettings:
@@ -196,7 +199,7 @@ def test_regions_are_the_label_maps_when_the_thresholded_maps_do_not_nest():
     from singr.engine.postprocess import PostprocessRules
     from singr.regions import labels_to_regions
 
-    pred = Predictor([_conv_net()], _settings(), {**META, "label_convention": "brats2020"})
+    pred = Predictor([_conv_net()], _settings(), dataclasses.replace(META, label_convention="brats2020"))
     signed = np.full((3, 6, 6, 6), -0.5, dtype=np.float32)
     signed[2, 0, 0, 0] = 0.3                 # ET >= 0 where TC and WT are < 0
     signed[0, 2:4, 2:4, 2:4] = 0.4           # TC >= 0 where WT < 0

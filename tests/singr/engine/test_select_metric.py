@@ -65,3 +65,29 @@ def test_lowest_lesion_hd95_picks_best_then_a_resume_by_dice_starts_over(tmp_pat
     assert res2.select_metric == "val_Dice_mean" and res2.best_epoch == 4
     assert res2.best_metric == pytest.approx(float(log[-1]["val_Dice_mean"]))
     assert load_checkpoint(tmp_path / "out" / "checkpoints" / BEST).metrics["select_metric"] == "val_Dice_mean"
+
+
+@pytest.mark.slow
+def test_a_resume_restores_the_torch_generator_it_saved(tmp_path, smoke_root, monkeypatch):
+    """``last.safetensors`` keeps torch's CPU generator state; a resumed run starts from it, not
+    from whatever state the new process has."""
+    import torch
+
+    from singr.engine.trainer import LAST
+
+    fit(_cfg(tmp_path, smoke_root, "train.epochs=1"), progress=False)
+    saved = load_checkpoint(tmp_path / "out" / "checkpoints" / LAST).rng_state
+    assert saved is not None
+    torch.manual_seed(12345)  # another state in this process
+    assert not torch.equal(torch.get_rng_state(), saved)
+    seen = []
+    original = Trainer._resume
+
+    def resume_and_look(self):
+        original(self)
+        seen.append(torch.get_rng_state())
+
+    monkeypatch.setattr(Trainer, "_resume", resume_and_look)
+    t = Trainer(_cfg(tmp_path, smoke_root, "train.epochs=2"), progress=False)
+    t.setup()
+    assert t.start_epoch == 1 and len(seen) == 1 and torch.equal(seen[0], saved)

@@ -1,8 +1,10 @@
-"""Where work runs on a Ray cluster, and a local multi-node cluster anyone can start.
+"""A local multi-node Ray cluster anyone can start: the development harness.
 
-:func:`node_label` names the node of the calling Ray worker: the name given by a custom
-resource ``singr_node_<name>`` on that node (:class:`LocalCluster` gives every node one),
-else the node's IP and the start of its id.
+For tests (``tests/cluster``), ``scripts/cluster.sh`` and benchmarks only; no production module
+(``singr``, ``serve``, the rest of ``tune``) imports this package. Where work runs on a cluster,
+for the sweep itself, is :mod:`tune.nodes` (:func:`tune.nodes.node_label` reads the
+``singr_node_<name>`` resource every node of this harness gets). The processes' helpers
+(``/proc``) are in :mod:`tune.devcluster.procs`.
 
 :class:`LocalCluster` (``scripts/cluster.sh up|down|status|kill-node|env DIR``) starts, on
 127.0.0.1 only, a Ray head that runs no work (``--num-cpus 0``), worker nodes with their own
@@ -37,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,102 +47,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-NODE_RESOURCE_PREFIX = "singr_node_"
+from ..nodes import NODE_RESOURCE_PREFIX, free_ports
+from .procs import alive, cmdline, descendants, find_processes, listening_sockets, stop_processes
+
+__all__ = ["HEAD_PORTS", "NODE_PORTS", "ClusterInfo", "LocalCluster", "NodeInfo", "descendants", "ensure_auth_token",
+           "find_processes", "listening_sockets", "main", "stop_processes"]
+
 NODE_PORTS = ("node_manager", "object_manager", "agent_listen", "agent_grpc", "metrics", "runtime_env")  # every node
 HEAD_PORTS = ("gcs", "dashboard", "client")  # the head's as well
-NICENESS_ENV = "RAY_worker_niceness"  # the workers' nice value, read by a raylet when it starts (Ray's default 15)
-
-
-def node_label() -> str:
-    """A readable name for the node this Ray worker runs on."""
-    import ray
-
-    node_id = ray.get_runtime_context().get_node_id()
-    try:
-        for n in ray.nodes():
-            if n.get("NodeID") == node_id:
-                names = [k[len(NODE_RESOURCE_PREFIX):] for k in (n.get("Resources") or {})
-                         if k.startswith(NODE_RESOURCE_PREFIX)]
-                if names:
-                    return names[0]
-                return f"{n.get('NodeManagerAddress', '?')}/{node_id[:8]}"
-    except Exception:  # noqa: BLE001 - the state lookup is best effort; the id still names the node
-        pass
-    return node_id[:8]
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that are free on ``host`` now.
-
-    All ``n`` sockets are bound before any is closed, so the kernel cannot hand out the same port
-    twice; picked one at a time (bind, close, bind again) it can, and did: two Ray components of one
-    node got port 32959 and its `ray start` refused ("trying to use a port number ... used by other
-    components")."""
-    if n < 0:
-        raise ValueError(f"free_ports: n must be >= 0, got {n}")
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """One TCP port free on ``host`` now (several at once: :func:`free_ports`)."""
-    return free_ports(1, host)[0]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _alive(pid: int) -> bool:
-    """A process that runs (a zombie, whose command line is empty, does not)."""
-    return bool(_cmdline(pid))
-
-
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            out.setdefault(ppid, []).append(int(d.name))
-    return out
-
-
-def descendants(pids: Sequence[int]) -> set[int]:
-    """``pids`` and every process below them."""
-    kids = _children()
-    out, todo = set(), list(pids)
-    while todo:
-        p = todo.pop()
-        if p in out:
-            continue
-        out.add(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def find_processes(markers: Sequence[str]) -> set[int]:
-    """Processes whose command line contains one of ``markers``, and their descendants."""
-    me = os.getpid()
-    found = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and int(d.name) != me
-             and any(m.encode() in _cmdline(int(d.name)) for m in markers)]
-    return {p for p in descendants(found) if p != me}
 
 
 def ensure_auth_token(ray_bin: Path | str, env: dict[str, str] | None = None) -> None:
@@ -157,54 +70,6 @@ def ensure_auth_token(ray_bin: Path | str, env: dict[str, str] | None = None) ->
                        stderr=subprocess.PIPE, text=True, timeout=120)
     if r.returncode != 0:
         raise RuntimeError(f"`ray get-auth-token --generate` failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
-
-
-def stop_processes(pids: set[int], grace_s: float = 10.0) -> set[int]:
-    """SIGTERM, then SIGKILL after ``grace_s``; returns the processes still alive (none)."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        for p in pids:
-            try:
-                os.kill(p, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.time() + wait
-        while time.time() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.2)
-    return {p for p in pids if _alive(p)}
-
-
-def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
-    """(address, port, pid) of every listening TCP socket of ``pids`` (from /proc, no psutil)."""
-    inodes: dict[str, int] = {}
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        try:
-            for fd in fd_dir.iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    inodes[target[8:-1]] = pid
-        except OSError:
-            continue
-    out = []
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[3] != "0A" or parts[9] not in inodes:  # 0A: LISTEN
-                continue
-            hexaddr, hexport = parts[1].split(":")
-            if v6:
-                raw = bytes.fromhex(hexaddr)
-                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                b = b"".join(words)
-                addr = "::" if not any(b) else ("127.0.0.1" if b[-4:] == b"\x7f\x00\x00\x01" and not any(b[:10])
-                                                else b.hex())
-            else:
-                addr = ".".join(str(x) for x in bytes.fromhex(hexaddr)[::-1])
-            out.append((addr, int(hexport, 16), inodes[parts[9]]))
-    return out
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -343,7 +208,7 @@ class LocalCluster:
 
     def up(self) -> ClusterInfo:
         """Start the cluster (an error when one already runs in this folder)."""
-        if self.info_file.exists() and any(_alive(p) for p in self._pids()):
+        if self.info_file.exists() and any(alive(p) for p in self._pids()):
             raise RuntimeError(f"a cluster already runs in {self.root}; `down` it first")
         for sub in ("pids", "logs", "shared"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -403,14 +268,14 @@ class LocalCluster:
     def processes(self, name: str | None = None) -> set[int]:
         """The live processes of the cluster (or of one node): recorded, found again by marker,
         and their children."""
-        pids = {p for p in self._pids(name) if _alive(p)}
+        pids = {p for p in self._pids(name) if alive(p)}
         if self.info_file.exists():
             info = self.info()
             for n in info.nodes:
                 if name in (None, n.name):
                     markers = [n.temp_dir] + ([f"--address={info.gcs}"] if n.head else [])
                     pids |= find_processes(markers)
-        return {p for p in descendants(sorted(pids)) if _alive(p) and p != os.getpid()}
+        return {p for p in descendants(sorted(pids)) if alive(p) and p != os.getpid()}
 
     def down(self) -> set[int]:
         """Stop every process the cluster started (by PID); returns the ones that survived."""
@@ -430,7 +295,7 @@ class LocalCluster:
         node = next((n for n in self.info().nodes if n.name == name), None)
         if node is None:
             raise RuntimeError(f"no node {name!r}; nodes: {[n.name for n in self.info().nodes]}")
-        raylets = [p for p in find_processes([node.temp_dir]) if b"raylet" in _cmdline(p).split(b"\0")[0]]
+        raylets = [p for p in find_processes([node.temp_dir]) if b"raylet" in cmdline(p).split(b"\0")[0]]
         for p in raylets:
             os.kill(p, signal.SIGKILL)
         return raylets
@@ -479,7 +344,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cluster: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

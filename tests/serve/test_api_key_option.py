@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from singr.cli import _api_key, main
+from serve.commands import api_key as _api_key
+from singr.cli import main
 from singr.errors import SingrInputError
 
 

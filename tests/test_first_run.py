@@ -1,5 +1,6 @@
-"""What a new user tripped on first (issue 16), one test per item; the README's own commands
-are run by tests/readme/test_readme.py."""
+"""A first run on a new machine: the defaults fit the demo, a wrong address or store fails
+fast, the first figures and label maps are the right ones. The README's own commands are run by
+tests/readme/test_readme.py."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_no_file_points_to_a_design_document_outside_the_repository():
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     hits = [f for f in files if f.endswith((".py", ".md", ".yaml", ".sh", ".toml"))
-            and f != "tests/test_newcomer.py" and "DESIGN.md" in (REPO / f).read_text(errors="ignore")]
+            and f != "tests/test_first_run.py" and "DESIGN.md" in (REPO / f).read_text(errors="ignore")]
     assert hits == []
 
 
@@ -99,7 +100,7 @@ def untrained_model(tmp_path_factory) -> Path:
     import torch
 
     from singr.config import load_config
-    from singr.engine.checkpoint import Checkpoint, save_checkpoint
+    from singr.engine.checkpoint import Checkpoint, ModelMeta, save_checkpoint
     from singr.models import model_from_config
 
     cfg = load_config("smoke.yaml")
@@ -109,7 +110,8 @@ def untrained_model(tmp_path_factory) -> Path:
             "modalities": ["flair", "t1", "t1ce", "t2"], "model": "unet3d", "loss": "focal_l1", "regression": True,
             "spacing": [1.0, 1.0, 1.0], "lam": 0.5, "delta": 0.5}
     d = tmp_path_factory.mktemp("model")
-    return save_checkpoint(d / "best.safetensors", Checkpoint(model_state=model.state_dict(), meta=meta,
+    return save_checkpoint(d / "best.safetensors", Checkpoint(model_state=model.state_dict(),
+                                                              meta=ModelMeta.from_dict(meta),
                                                               config=cfg.to_dict(core_only=True), epoch=0))
 
 

@@ -1,7 +1,8 @@
 """The model card of a registered version: what it is, what it was trained and scored on, how
 to use it, and what not to use it for.
 
-:func:`sweep_card` gathers the facts at registration (the sweep driver, after the trials):
+:func:`build_card` gathers the facts at registration (:func:`tune.champion.sweep_card` for a
+sweep's best trial, in the sweep driver after the trials):
 
 * ``data``: root, layout, label convention, split sizes (train / val / test) and the
   validation split's digest (two models compare only on the same one);
@@ -19,7 +20,7 @@ to use it, and what not to use it for.
   workers, the driver machine (CPU model, cores, GPUs) and the versions of Python, singr,
   torch, MONAI, Ray and MLflow;
 * ``intended_use`` and ``limitations``; ``config``: the trial's whole resolved config;
-* ``exports`` and ``pyfunc``: added by :func:`tune.publish.register` (the ONNX/TorchScript
+* ``exports`` and ``pyfunc``: added by :func:`tune.hub.publish.register` (the ONNX/TorchScript
   files logged with the model and their difference from PyTorch; the pyfunc's input,
   output and requirements).
 
@@ -31,22 +32,20 @@ model folder, so it travels with the model: the endpoint's ``/v1/model`` returns
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import platform
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from singr.io import write_json
 
-from .publish import split_digest
-
 __all__ = ["CARD_FILE", "CARD_VERSION", "MAX_DESCRIPTION", "INTENDED_USE", "region_metrics", "summary_metrics",
-           "machine_facts", "cluster_facts", "evaluate_split", "trial_timing", "build_card", "sweep_card",
+           "split_digest", "machine_facts", "evaluate_split", "trial_timing", "build_card",
            "card_markdown", "write_card", "read_card"]
 
 CARD_FILE = "card.json"
@@ -64,6 +63,11 @@ _METRIC_KEY = re.compile(r"^(" + "|".join(sorted(METRICS, key=len, reverse=True)
 
 
 # --------------------------------------------------------------------------- metrics
+def split_digest(split: Mapping[str, Sequence[str]]) -> str:
+    """A short digest of the validation cases: two models compare only on the same ones."""
+    return hashlib.sha1(json.dumps(sorted(split["val"])).encode()).hexdigest()[:12]
+
+
 def region_metrics(metrics: Mapping[str, Any], prefix: str = "val_") -> dict[str, dict[str, float]]:
     """``{"val_Dice_TC": 0.8, "val_HD95_mean": 3.1, ...}`` -> ``{"TC": {"Dice": 0.8}, ..., "mean": {...}}``:
     the per-region metrics under ``prefix`` (regions in first-seen order, ``mean`` last; non-finite
@@ -122,21 +126,6 @@ def machine_facts() -> dict[str, Any]:
             "versions": {"python": platform.python_version(), "singr": _version("singr"),
                          "torch": torch.__version__, "monai": _version("monai"), "ray": _version("ray"),
                          "mlflow": _version("mlflow"), "onnxruntime": _version("onnxruntime")}}
-
-
-def cluster_facts() -> dict[str, Any] | None:
-    """The Ray cluster this process is connected to (alive nodes, CPUs, GPUs, accelerator
-    types); None when Ray is not initialised here."""
-    if "ray" not in sys.modules:
-        return None
-    import ray
-
-    if not ray.is_initialized():
-        return None
-    res = ray.cluster_resources()
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": len(nodes), "CPU": float(res.get("CPU", 0.0)), "GPU": float(res.get("GPU", 0.0)),
-            "accelerators": sorted(k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:"))}
 
 
 # --------------------------------------------------------------------------- test split and timing
@@ -215,6 +204,11 @@ def _limitations(data: Mapping[str, Any], val: Mapping[str, Any], test: Mapping[
     return out
 
 
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` where the checkpoint's metadata lacks it (None)."""
+    return default if value is None else value
+
+
 def build_card(model_dir: str | Path, cfg: Any, split: Mapping[str, Sequence[str]], *, sweep: str | None = None,
                trial: Mapping[str, Any] | None = None, test: Mapping[str, Any] | None = None,
                training: Mapping[str, Any] | None = None, hardware: Mapping[str, Any] | None = None,
@@ -242,19 +236,20 @@ def build_card(model_dir: str | Path, cfg: Any, split: Mapping[str, Sequence[str
     sizes = {k: len(v) for k, v in split.items()  # the case lists (not the ratios, nor the folds)
              if isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v)}
     data = {"root": conf["data"]["root"], "layout": layout,
-            "label_convention": meta.get("label_convention") or conf["data"]["label_convention"],
+            "label_convention": meta.label_convention or conf["data"]["label_convention"],
             "cases": sum(sizes.values()), "split": sizes, "split_ratios": conf["data"]["split_ratios"],
             "val_split_digest": split_digest({"val": list(split["val"])}) if "val" in split else None,
-            "spacing_mm": meta.get("spacing")}
-    model = {"architecture": meta.get("model") or conf["model"]["name"],
+            "spacing_mm": list(meta.spacing) if meta.spacing is not None else None}
+    architecture = meta.model or conf["model"]["name"]
+    model = {"architecture": architecture,
              "settings": {k: conf["model"][k] for k in ("features", "dropout") if k in conf["model"]}
-             if (meta.get("model") or conf["model"]["name"]) in ("unet3d", "unetpp") else
+             if architecture in ("unet3d", "unetpp") else
              {k: v for k, v in conf["model"].items() if k != "name"},
-             "parameters": n_params, "members": len(members), "in_channels": int(meta.get("in_channels", 0)),
-             "modalities": list(meta.get("modalities") or []), "regions": list(meta.get("region_names") or []),
-             "loss": meta.get("loss") or conf["loss"]["name"],
-             "lam": meta.get("lam", conf["sing"]["lam"]), "delta": meta.get("delta", conf["sing"]["delta"]),
-             "gamma": meta.get("gamma", conf["loss"]["gamma"]),
+             "parameters": n_params, "members": len(members), "in_channels": meta.in_channels,
+             "modalities": list(meta.modalities), "regions": list(meta.region_names),
+             "loss": meta.loss or conf["loss"]["name"],
+             "lam": _or(meta.lam, conf["sing"]["lam"]), "delta": _or(meta.delta, conf["sing"]["delta"]),
+             "gamma": _or(meta.gamma, conf["loss"]["gamma"]),
              "lr": conf["train"]["lr"], "searched": list(searched),
              "checkpoint": {"file": members[0].name, "sha256": file_sha256(members[0]), "epoch": int(ckpt.epoch) + 1,
                             "best_epoch": ckpt.metrics.get("best_epoch")},
@@ -272,34 +267,6 @@ def build_card(model_dir: str | Path, cfg: Any, split: Mapping[str, Sequence[str
             "hardware": dict(hardware or {}), "intended_use": INTENDED_USE,
             "limitations": _limitations(data, val, test_d, model), "config": conf}
     return card
-
-
-def sweep_card(plan: Any, best: Mapping[str, Any], model_dir: Path, split: Mapping[str, Sequence[str]],
-               parent_id: str) -> dict[str, Any]:
-    """:func:`build_card` for a sweep's best trial (``tune.sweep``): the trial's config, its
-    timing from MLflow, the test split evaluated here when ``mlflow.card_test_metrics`` is true
-    (files in ``<results>/test_eval``), the cluster and this machine."""
-    from .plan import search_params, trial_config
-    from .tracking import client_for
-
-    cfg = plan.cfg
-    params = search_params(cfg)
-    tcfg = trial_config(cfg, {k: best[k] for k in params if best.get(k) is not None},
-                        Path(plan.trials_dir) / str(best["trial_id"]))
-    if not cfg.mlflow.card_test_metrics:
-        test: dict[str, Any] = {"split": "test", "skipped": "mlflow.card_test_metrics is false"}
-    elif not split.get("test"):
-        test = {"split": "test", "skipped": "the split has no test cases"}
-    else:
-        test = evaluate_split(model_dir, tcfg, "test", Path(plan.results_dir) / "test_eval")
-    t = cfg.tune
-    hardware = {"cluster": cluster_facts(),
-                "trial_workers": {"workers": int(t.num_workers), "cpus_per_worker": float(t.cpus_per_worker),
-                                  "gpus_per_worker": t.gpus_per_worker, "nodes": best.get("worker_nodes") or None},
-                "driver": machine_facts()}
-    return build_card(model_dir, tcfg, split, sweep=plan.name, trial=best, test=test,
-                      training=trial_timing(client_for(plan.tracking_uri), parent_id, str(best["trial_id"])),
-                      hardware=hardware, searched=params)
 
 
 # --------------------------------------------------------------------------- Markdown

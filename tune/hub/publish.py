@@ -2,7 +2,7 @@
 it is better.
 
 :func:`register` logs a singr model folder (one checkpoint, or an ensemble) as an MLflow
-pyfunc (:mod:`tune.pyfunc`) in the sweep's parent run, registers it as a new version of
+pyfunc (:mod:`tune.hub.pyfunc`) in the sweep's parent run, registers it as a new version of
 ``mlflow.registered_model`` with version tags (lambda, delta, gamma, architecture, the
 validation metric, a digest of the validation split, the export formats and their largest
 difference from PyTorch), and then applies the promotion rule (``mlflow.promote``):
@@ -18,16 +18,15 @@ Logged with the model, beside its checkpoint(s) (artifact ``model``):
 
 * ``export/``: each member as ONNX and/or TorchScript (``mlflow.export``; :func:`export_members`,
   :mod:`singr.engine.export`) with its JSON sidecar, each checked against PyTorch on a crop of a
-  validation case (max abs difference, tolerance 1e-4);
-* the model card (:mod:`tune.card`): ``card.json`` in the model folder (the endpoint's
+  validation case (:mod:`singr.engine.export_check`; max abs difference, tolerance 1e-4);
+* the model card (:mod:`tune.hub.card`): ``card.json`` in the model folder (the endpoint's
   ``/v1/model`` returns it), rendered as Markdown into the version's description;
 * the pyfunc's signature, a small input example and requirements that resolve outside this
   environment: the project's wheel (artifact ``wheel``) and pinned torch/MONAI/safetensors/
-  numpy/nibabel (:mod:`tune.pyfunc`).
+  numpy/nibabel (:mod:`tune.hub.pyfunc`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -36,15 +35,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .plan import SweepPlan
+from .card import card_markdown, write_card
+from .store import client_for
 
-PROMOTE_RULES = ("better", "always", "never")
 EXPORT_DIR = "export"
-
-
-def split_digest(split: dict[str, list[str]]) -> str:
-    """A short digest of the validation cases: two models compare only on the same ones."""
-    return hashlib.sha1(json.dumps(sorted(split["val"])).encode()).hexdigest()[:12]
 
 
 def _champion(client: Any, name: str, alias: str) -> Any:
@@ -81,31 +75,13 @@ def decide_promotion(rule: str, new_score: float, new_digest: str, champion_tags
     return False, f"{metric} {new_score:.5f} does not beat the champion's {old:.5f}; champion kept"
 
 
-def crop_around_brain(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """A (C, *size) crop of a normalised image (C, x, y, z) around the centre of the brain's
-    bounding box (the non-zero voxels), zero-padded where the image is smaller."""
-    from singr.geometry import bounding_box
-
-    brain = np.any(image != 0, axis=0)
-    box = bounding_box(brain, margin=0) if brain.any() else None
-    centre = [(s.start + s.stop) // 2 for s in box] if box is not None else [d // 2 for d in image.shape[1:]]
-    out = np.zeros((image.shape[0], *map(int, size)), dtype=np.float32)
-    src, dst = [], []
-    for c, w, d in zip(centre, size, image.shape[1:]):
-        lo = min(max(0, c - int(w) // 2), max(0, d - int(w)))
-        hi = min(d, lo + int(w))
-        src.append(slice(lo, hi))
-        dst.append(slice(0, hi - lo))
-    out[(slice(None), *dst)] = image[(slice(None), *src)]
-    return out
-
-
 def check_sample(cfg: Any, case_ids: Sequence[str], size: Sequence[int], channels: int) -> tuple[np.ndarray, str]:
     """(sample (1, C, *size), what it is) for checking an export: a crop of the first of
     ``case_ids`` that can be read (its prepared, normalised copy in the cache, as training used
     it), else a random normalised input (the data may have moved)."""
-    from singr.engine.export import random_sample
+    from singr.engine.export_check import random_sample
     from singr.engine.pipeline import discover, run_paths
+    from singr.geometry import crop_around_brain
     from singr.preprocess import prepare_case
 
     shape = "x".join(str(int(v)) for v in size)
@@ -129,7 +105,8 @@ def export_members(model_dir: Path, formats: Sequence[str], out_dir: Path,
     format, file (path in the logged model), sidecar, bytes, seconds, max_abs_diff, checked_on,
     ok (diff <= tolerance); a format that fails to export is a record with ``error``."""
     from singr.engine.bundle import read_bundle
-    from singr.engine.export import CHECK_TOLERANCE, check_export, export_model, read_sidecar, sidecar_path
+    from singr.engine.export import export_model
+    from singr.engine.export_check import CHECK_TOLERANCE, check_export, read_sidecar, sidecar_path
 
     members, _ = read_bundle(model_dir)
     out: list[dict[str, Any]] = []
@@ -167,22 +144,22 @@ def _in_channels(model_dir: Path) -> tuple[int, list[str]]:
 
     members, _ = read_bundle(model_dir)
     meta = load_checkpoint(members[0], map_location="cpu").meta
-    return int(meta["in_channels"]), [str(m) for m in meta.get("modalities") or []]
+    return meta.in_channels, list(meta.modalities)
 
 
-def _val_cases(plan: SweepPlan) -> list[str]:
+def _val_cases(plan: Any) -> list[str]:
     try:
         return list(json.loads(Path(plan.split_file).read_text()).get("val") or [])
     except (OSError, ValueError, AttributeError):
         return []
 
 
-def register(plan: SweepPlan, parent_id: str, model_dir: Path, tags: dict[str, Any], score: float,
+def register(plan: Any, parent_id: str, model_dir: Path, tags: dict[str, Any], score: float,
              digest: str, rule: str = "better", description: str | None = None,
              card: Callable[[], dict[str, Any]] | None = None, exports: Sequence[str] = (),
              metric: str = "val_Dice_mean", mode: str = "max") -> dict[str, Any]:
     """Log ``model_dir`` as a pyfunc (with ``exports`` and the card), register it, tag it, and apply
-    the promotion rule. ``card``: builds the card's facts (:func:`tune.card.sweep_card`); called
+    the promotion rule. ``card``: builds the card's facts (:func:`tune.champion.sweep_card`); called
     only when a new version is logged (a rerun of a finished sweep reuses its version). The card,
     completed with the exports and the pyfunc's facts, goes to ``model_dir/card.json`` (logged
     with the model) and, as Markdown, to the version's description (else ``description``).
@@ -192,7 +169,6 @@ def register(plan: SweepPlan, parent_id: str, model_dir: Path, tags: dict[str, A
     Returns name, version, alias, promoted, why, model_uri, the exports and the seconds spent."""
     import mlflow
 
-    from .card import card_markdown, write_card
     from .pyfunc import (
         SingrModel,
         build_wheel,
@@ -202,7 +178,6 @@ def register(plan: SweepPlan, parent_id: str, model_dir: Path, tags: dict[str, A
         pip_requirements,
         signature,
     )
-    from .tracking import client_for
 
     uri, m = plan.tracking_uri, plan.cfg.mlflow
     client = client_for(uri)

@@ -1,0 +1,129 @@
+"""The data and configuration stages: ``singr synth``, ``singr preprocess``, ``singr config``."""
+from __future__ import annotations
+
+import argparse
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from .options import add_config, config_of
+
+SCHEMA_GROUP = "singr.config_schemas"
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..data.synth import synthesize_dataset
+
+    cfg = config_of(args)
+    s = cfg.synth
+    out = Path(args.out or cfg.data.root)
+    n = args.n_cases or int(s.n_cases)
+    shape = tuple(args.shape or s.shape)
+    seed = int(s.seed if args.seed is None else args.seed)
+    amb = float(s.ambiguity if args.ambiguity is None else args.ambiguity)
+    if args.example:
+        from ..data.synth import write_example_case
+
+        folder = write_example_case(args.example, shape=shape, seed=seed, ambiguity=amb,
+                                    brain_box=_brain_box(shape, s.brain_box), dtype=s.dtype)
+        print(f"[singr] example case (held out from the data set of seed {seed}; BraTS 2023 file names and labels) "
+              f"in {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
+        return 0
+    box = _brain_box(shape, s.brain_box)
+    paths = synthesize_dataset(out, n_cases=n, shape=shape, seed=seed, progress=not args.quiet, ambiguity=amb,
+                               brain_box=box, dtype=s.dtype)
+    where = f", brain box {'x'.join(map(str, box))}" if box else ""
+    print(f"[singr] {len(paths)} synthetic cases ({'x'.join(map(str, shape))}{where}, ambiguity {amb:g}, "
+          f"{s.dtype}) in {out}")
+    return 0
+
+
+def _brain_box(shape: tuple[int, ...], box: list[int] | None) -> tuple[int, ...] | None:
+    """The config's brain box, or None when ``--shape`` made the volume smaller than it on some axis."""
+    if box is None or any(b > s for b, s in zip(box, shape)):
+        return None
+    return tuple(box)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from ..engine.pipeline import discover, prepare, run_paths, split_cases
+
+    cfg = config_of(args)
+    paths = run_paths(cfg)
+    cases = discover(cfg)
+    split = split_cases(cfg, cases, paths)
+    lams = args.lam or [cfg.sing.lam]
+    counts = prepare(cfg, cases, paths, lams=lams, progress=not args.quiet)
+    sizes = ", ".join(f"{k} {len(split[k])}" for k in ("train", "val", "test"))
+    print(f"[singr] preprocessed {counts['cases']} cases into {paths.cache_dir} "
+          f"(distance maps computed: {counts['maps_computed']}, from cache: {counts['maps_cached']}); "
+          f"split {sizes} in {paths.split_file}")
+    return 0
+
+
+def _schema() -> Any:
+    """The schema of a whole config file: the one an installed service publishes in the entry-point
+    group :data:`SCHEMA_GROUP` (the tune package's, which adds the tune, experiment and mlflow
+    sections), else the core's :class:`~singr.config.SingrConfig`."""
+    from ..config import SingrConfig
+
+    for ep in entry_points(group=SCHEMA_GROUP):
+        try:
+            return ep.load()
+        except ImportError:
+            continue
+    return SingrConfig
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from ..config import dump_config
+
+    if args.schema:
+        schema_cls = _schema()
+        text = json.dumps(schema_cls.model_json_schema(), indent=1)
+        if args.out:
+            from ..io import write_text
+
+            write_text(args.out, text + "\n")
+            print(f"[singr] JSON Schema written to {args.out}")
+        else:
+            print(text)
+        return 0
+    cfg = config_of(args)
+    print(dump_config(cfg), end="")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add synth, preprocess and config to the subcommands ``sub``."""
+    p = sub.add_parser("synth", help="write a synthetic BraTS-like data set", description=
+                       "Write synthetic BraTS-like cases in the BraTS 2020 layout (4 modalities + seg, .nii.gz).")
+    add_config(p)
+    p.add_argument("--out", help="output folder (default: data.root of the config)")
+    p.add_argument("--n-cases", type=int, help="number of cases (default: synth.n_cases)")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="volume shape (default: synth.shape)")
+    p.add_argument("--seed", type=int, help="random seed (default: synth.seed)")
+    p.add_argument("--ambiguity", type=float, help="0 (crisp borders) .. 1 (infiltrative borders, rater "
+                   "variability); default synth.ambiguity")
+    p.add_argument("--example", metavar="DIR", help="write one held-out case into DIR instead, as a user's scan "
+                   "folder (t2f, t1n, t1c, t2w, seg .nii.gz; BraTS 2023 labels): the examples' input")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("preprocess", help="check and normalise cases, fill the SiNG distance cache",
+                       description="Read every case of data.root, check it, z-score it and cache the SiNG "
+                       "distances for sing.lam (or each --lam), so that training reads only arrays.")
+    add_config(p)
+    p.add_argument("--lam", type=float, nargs="+", help="lambda values to cache (default: sing.lam)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("config", help="print the resolved config, or the JSON Schema of config files",
+                       description="--show (the default) prints the config after inheritance and overrides; "
+                       "--schema writes the JSON Schema of a config file (point your editor's YAML support at it).")
+    add_config(p)
+    p.add_argument("--show", action="store_true", help="print the resolved config (the default)")
+    p.add_argument("--schema", action="store_true", help="print (or --out) the JSON Schema")
+    p.add_argument("--out", help="with --schema: write it to this file")
+    p.set_defaults(func=cmd_config)

@@ -1,0 +1,8 @@
+"""The model hub: MLflow only, no Ray; shared by the tuning service and the endpoint.
+
+:mod:`tune.hub.store` (where the store is, a client), :mod:`tune.hub.fetch` (a registered
+model back on disk: the model store ``singr`` finds by entry point), :mod:`tune.hub.publish`
+(registration, exports and the promotion rule), :mod:`tune.hub.card` (the model card) and
+:mod:`tune.hub.pyfunc` (the MLflow pyfunc). ``serve`` imports this package, never the sweep;
+importing it loads no Ray module (tests/test_layering.py).
+"""
