@@ -220,7 +220,7 @@ def _build_model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs:
 
 def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any,
               model: Any = None) -> dict[str, Any] | None:
-    """Register the best model with its card (:func:`tune.hub.card.sweep_card`) and exports (``mlflow.export``)."""
+    """Register the best model with its card (:func:`tune.champion.sweep_card`) and exports (``mlflow.export``)."""
     from .champion import sweep_card
     from .hub.card import split_digest
     from .hub.publish import register

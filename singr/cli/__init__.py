@@ -2,13 +2,13 @@
 
     singr synth       write a synthetic BraTS-like data set (BraTS 2020 layout)
     singr preprocess  read, check and normalise cases; fill the SiNG distance cache
+    singr config      print the resolved config (--show) or its JSON Schema (--schema)
     singr train       train a model from a config (resumes from last.safetensors; --fold k)
     singr evaluate    segment a split and write per-case metrics (voxel and lesion-wise) and a summary
     singr postprocess fit a model's post-processing rules on validation cases; write them with the model
     singr predict     segment one case (folder or modality files) into a label-map NIfTI
-    singr config      print the resolved config (--show) or its JSON Schema (--schema)
-    singr convert     rewrite a singr 0.1 checkpoint (.pt pickle) in the safe format
     singr export      the networks as TorchScript or ONNX, checked against PyTorch
+    singr convert     rewrite a singr 0.1 checkpoint (.pt pickle) in the safe format
     singr tune        hyperparameter sweep on Ray (the tune extra; same as python -m tune)
     singr report      comparison report of a grid sweep, from MLflow (the tune extra)
     singr serve       HTTP inference endpoint on Ray Serve (the serve extra)
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import entry_points
 from typing import Any, Callable, Sequence
 
 from ..errors import SingrInputError
+from ..plugins import missing, plugins
 from . import data, inference, training
 
 __all__ = ["COMMAND_GROUP", "build_parser", "main"]
@@ -37,23 +37,23 @@ EXTRAS = {"tune": "tune", "report": "tune", "serve": "serve"}
 
 
 def _plugins(sub: Any) -> None:
-    """Add the installed service commands; a command whose package is missing says what to install."""
+    """Add the installed service commands; a command that is not there says what to install."""
     order = list(EXTRAS)
-    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: (order.index(e.name) if e.name in order
-                                                                       else len(order), e.name)):
+    for ep in sorted(plugins(COMMAND_GROUP), key=lambda e: (order.index(e.name) if e.name in order else len(order),
+                                                           e.name)):
         try:
             ep.load()(sub)
         except ImportError:
             continue
     for name, extra in EXTRAS.items():
         if name not in sub.choices:
-            p = sub.add_parser(name, help=f"(needs the {extra} extra: pip install 'singr[{extra}]')")
+            p = sub.add_parser(name, help=f"(not installed: needs the {extra} extra)")
             p.set_defaults(func=_missing(name, extra))
 
 
 def _missing(name: str, extra: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        raise SingrInputError(f"`singr {name}` needs the {extra} extra (pip install 'singr[{extra}]')")
+        raise SingrInputError(missing(f"`singr {name}`", extra, extra))  # the extra names its package
     return run
 
 
@@ -79,7 +79,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SingrInputError as e:
         print(f"singr {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib.metadata import entry_points
+import sys
 from pathlib import Path
 from typing import Any
 
+from ..plugins import missing, plugins
 from .options import add_config, config_of
 
 SCHEMA_GROUP = "singr.config_schemas"
@@ -65,14 +66,17 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 def _schema() -> Any:
     """The schema of a whole config file: the one an installed service publishes in the entry-point
     group :data:`SCHEMA_GROUP` (the tune package's, which adds the tune, experiment and mlflow
-    sections), else the core's :class:`~singr.config.SingrConfig`."""
+    sections), else the core's :class:`~singr.config.SingrConfig` (with a warning when the service
+    is there but its entry points are not)."""
     from ..config import SingrConfig
 
-    for ep in entry_points(group=SCHEMA_GROUP):
+    for ep in plugins(SCHEMA_GROUP):
         try:
             return ep.load()
         except ImportError:
             continue
+    print(f"singr config: warning: the core's schema only (service sections untyped): "
+          f"{missing('the service config schema', 'tune', 'tune')}", file=sys.stderr)
     return SingrConfig
 
 

@@ -17,11 +17,11 @@ entry point, so that ``singr`` never imports what lies above it.
 from __future__ import annotations
 
 import re
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import SingrInputError
+from ..plugins import missing, plugins
 
 __all__ = ["STORE_GROUP", "CHECKPOINT_SUFFIXES", "parse_model_source", "is_remote", "parse_registry_uri",
            "fetch_model", "local_model"]
@@ -67,10 +67,9 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 def _store() -> Callable[..., tuple[Path, dict[str, Any]]]:
-    found = list(entry_points(group=STORE_GROUP))
+    found = plugins(STORE_GROUP)
     if not found:
-        raise SingrInputError("a registry model needs a model store: install the tune extra "
-                              "(pip install 'singr[tune]'), which reads MLflow")
+        raise SingrInputError(missing("a registry model's store (MLflow)", "tune", "tune"))
     try:
         return found[0].load()
     except ImportError as e:

@@ -242,7 +242,9 @@ class Trainer:
         self.model.load_state_dict(ckpt.model_state)
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
-        if ckpt.rng_state is not None:  # torch's CPU generator where the interrupted run left it
+        if ckpt.rng_state is not None and self.world_size == 1:
+            # torch's CPU generator where the interrupted run left it; with DDP the file holds rank 0's
+            # state only, and every rank keeps its own seed (train.seed + rank) instead
             torch.set_rng_state(ckpt.rng_state.to("cpu", torch.uint8))
         self.start_epoch, self.best = int(ckpt.epoch) + 1, float(ckpt.best_metric)
         self.best_epoch = int(ckpt.metrics.get("best_epoch", -1))

@@ -7,7 +7,6 @@ import json
 import pytest
 
 import singr.cli as cli
-import singr.cli.data as cli_data
 from singr.engine import source
 from singr.errors import SingrInputError
 
@@ -55,34 +54,49 @@ def test_files_stay_as_they_are_and_stores_come_by_entry_point(tmp_path, monkeyp
                 return tmp_path / "model", {"source": "fake"}
             return fetch
 
-    monkeypatch.setattr(source, "entry_points", lambda group: [Entry()] if group == source.STORE_GROUP else [])
+    import singr.plugins as plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [Entry()] if group == source.STORE_GROUP else [])
     assert source.local_model(["brain@champion"], "sqlite:///x.db") == [str(tmp_path / "model")]
     assert seen == [("models:/brain@champion", "sqlite:///x.db")]
 
 
 def test_no_store_installed_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(source, "entry_points", lambda group: [])
-    with pytest.raises(SingrInputError, match=r"install the tune extra"):
+    import singr.plugins as plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
+    with pytest.raises(SingrInputError, match=r"entry points are not installed \(run `pip install -e \.`"):
+        source.fetch_model("models:/brain@champion")  # the tune package is here: its metadata is not
+    monkeypatch.setattr(plugins, "find_spec", lambda name: None)
+    with pytest.raises(SingrInputError, match=r"needs the tune extra \(pip install 'singr\[tune\]'\)"):
         source.fetch_model("models:/brain@champion")
 
 
 def test_the_installed_package_publishes_the_mlflow_store():
-    names = {e.name: e.value for e in source.entry_points(group=source.STORE_GROUP)}
+    names = {e.name: e.value for e in source.plugins(source.STORE_GROUP)}
     assert names.get("mlflow") == "tune.hub.fetch:download_model"
 
 
 def test_service_commands_plug_in_and_say_what_is_missing(monkeypatch, capsys):
     assert {"tune", "report", "serve"} <= set(cli.build_parser()._subparsers._group_actions[0].choices)
-    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    import singr.plugins as plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
     assert cli.main(["serve"]) == 2
-    assert "needs the serve extra (pip install 'singr[serve]')" in capsys.readouterr().err
+    assert "`singr serve` is not registered" in capsys.readouterr().err  # serve is importable here
+    monkeypatch.setattr(plugins, "find_spec", lambda name: None)
+    assert cli.main(["serve"]) == 2
+    assert "`singr serve` needs the serve extra (pip install 'singr[serve]')" in capsys.readouterr().err
 
 
-def test_config_schema_covers_the_whole_file_when_the_service_is_installed(tmp_path, monkeypatch):
+def test_config_schema_covers_the_whole_file_when_the_service_is_installed(tmp_path, monkeypatch, capsys):
     out = tmp_path / "schema.json"
     assert cli.main(["config", "--schema", "--out", str(out)]) == 0
     assert {"TuneSection", "MlflowSection", "TrainConfig"} <= set(json.loads(out.read_text())["$defs"])
-    monkeypatch.setattr(cli_data, "entry_points", lambda group: [])
+    import singr.plugins as plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
     assert cli.main(["config", "--schema", "--out", str(out)]) == 0
     defs = set(json.loads(out.read_text())["$defs"])
     assert "TrainConfig" in defs and "TuneSection" not in defs  # the core's own schema: service sections untyped
+    assert "warning: the core's schema only" in capsys.readouterr().err
