@@ -8,6 +8,7 @@ MLflow tracking of the trials (:mod:`tune.tracking`) -> the best model's card
 only, no Ray; the endpoint shares it), and the comparison report (:mod:`tune.report`).
 :mod:`tune.sweep` runs them in order; :mod:`tune.session` owns the sweep's Ray;
 :mod:`tune.nodes` and :mod:`tune.raycompat` hold what touches Ray's nodes and internals;
+:mod:`tune.tidy` closes the MLflow runs of a driver killed outright and stops its Ray's leftovers;
 :mod:`tune.config` types the ``tune``, ``experiment`` and ``mlflow`` sections;
 :mod:`tune.commands` plugs ``singr tune`` and ``singr report`` into the ``singr`` command.
 :mod:`tune.devcluster` starts local multi-node clusters for tests, scripts and benchmarks;

@@ -17,7 +17,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 __all__ = ["CHECKED_ON", "WORKER_NICENESS_ENV", "allow_loopback_join", "data_parallel_trainer", "gcs_answers",
-           "ray_cli", "route_driver_prints_to_stderr", "speaks_grpc", "temp_dir_option"]
+           "local_node", "ray_cli", "route_driver_prints_to_stderr", "speaks_grpc", "temp_dir_option"]
 
 CHECKED_ON = "2.60.0"  # the Ray version every function below was checked on
 
@@ -114,6 +114,31 @@ def temp_dir_option(temp_dir: str) -> dict[str, Any]:
     ``ray start --temp-dir`` has), and a sweep's Ray must not share ``/tmp/ray`` (and its
     ``ray_current_cluster``) with another cluster on the machine."""
     return {"_temp_dir": str(temp_dir)}
+
+
+def local_node() -> tuple[str | None, list[int]]:
+    """``(session dir, pids)`` of the Ray node that ``ray.init`` started in this process: the
+    processes it started (GCS, raylet, dashboard, monitors, a reaper); ``(None, [])`` when this
+    process started none (it joined a cluster) or the internals are missing.
+
+    Reads ``ray._private.worker._global_node`` (a ``ray._private.node.Node``): its
+    ``get_session_dir_path()`` and ``all_processes`` (``{process type: [ProcessInfo]}``, each
+    with the ``subprocess.Popen`` as ``.process``; checked on Ray 2.60.0). Why: the public API
+    names neither the session dir nor the processes of a local Ray, and a driver killed outright
+    leaves some of them running (:mod:`tune.tidy` stops them by pid)."""
+    import ray._private.worker as rw
+
+    node = getattr(rw, "_global_node", None)
+    procs = getattr(node, "all_processes", None)
+    if node is None or not procs:
+        return None, []
+    pids = [int(info.process.pid) for infos in procs.values() for info in infos
+            if getattr(getattr(info, "process", None), "pid", None)]
+    try:
+        session = str(node.get_session_dir_path())
+    except Exception:  # noqa: BLE001 - no session dir: nothing to record
+        return None, []
+    return session, pids
 
 
 def data_parallel_trainer(train_loop_per_worker: Callable[..., Any], *, train_loop_config: dict[str, Any],

@@ -15,7 +15,9 @@ or starts a local Ray that belongs to this sweep alone:
   ran 20-27x slower); on an existing cluster the nodes' ``ray start`` decides, and the session
   says so once when the cluster's workers run niced;
 * with Ray's own logs sent to ``<sweep>/logs/ray.log`` unless ``verbose``;
-* stopped on exit, on Ctrl-C and on SIGTERM (only what it started).
+* stopped on exit, on Ctrl-C and on SIGTERM (only what it started); a driver killed outright
+  cannot stop it, so :meth:`RaySession.node_processes` names its processes for the
+  sweep's parent run, and :mod:`tune.tidy` stops what is left of them later.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from singr.errors import SingrInputError
 
 from .hub.store import sqlite_path
 from .nodes import NICENESS_ENV, free_port
-from .raycompat import gcs_answers, route_driver_prints_to_stderr, speaks_grpc, temp_dir_option
+from .raycompat import gcs_answers, local_node, route_driver_prints_to_stderr, speaks_grpc, temp_dir_option
 
 __all__ = ["RaySession", "check_address", "check_tracking_store"]
 
@@ -139,6 +141,8 @@ class RaySession:
         self.verbose = verbose
         self.started = False
         self.temp_dir: str | None = None
+        self.session_dir: str | None = None  # of the local Ray it started
+        self._node_pids: list[int] = []
         self._old_term: Any = None
         self._saved_fd2: int | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -178,6 +182,7 @@ class RaySession:
                          log_to_driver=self.verbose, **temp_dir_option(self.temp_dir),
                          runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}})
                 self.started = True
+                self.session_dir, self._node_pids = local_node()
                 gcs = ray.get_runtime_context().gcs_address
                 self._set_env("RAY_ADDRESS", gcs)
                 self._set_env("RAY_API_SERVER_ADDRESS", api)
@@ -190,6 +195,16 @@ class RaySession:
 
         signal.signal(signal.SIGTERM, _term)
         return self
+
+    def node_processes(self) -> list[int]:
+        """The pids of the local Ray it started (none on a cluster): the processes ``ray.init``
+        started and their children as they are now (the raylet's agents, which outlive a driver
+        killed outright for a while). With :attr:`session_dir`, for :func:`tune.tidy.driver_tags`."""
+        from . import procs
+
+        if not self.started or not self.session_dir:
+            return []
+        return [*self._node_pids, *procs.children(self._node_pids)]
 
     def _say_cluster_niceness(self, timeout: float = 30.0) -> None:
         """On an existing cluster: one line when its workers run at a higher nice value than

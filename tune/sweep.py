@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from singr.errors import SingrInputError
 from singr.io import write_json
@@ -47,8 +47,9 @@ def check_budget(plan: SweepPlan, resume: bool) -> None:
 
 
 def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *, resume: bool, progress: bool,
-              t0: float) -> int:
-    """Stages 1-5 (see the module docstring); returns the exit code."""
+              t0: float, driver: Callable[[], dict[str, str]] | None = None) -> int:
+    """Stages 1-5 (see the module docstring); returns the exit code. ``driver``: the tags that name
+    the driver on the parent run, asked for when it is opened (default: this process, no Ray)."""
     import ray
 
     from .maps import compute_maps
@@ -82,7 +83,7 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
         maps["actors"] = max(maps["actors"], got["actors"])
         for node, cids in got["nodes"].items():
             maps["nodes"].setdefault(node, []).extend(cids)
-    parent = parent_run(plan)
+    parent = parent_run(plan, driver() if driver is not None else None)
     conc = concurrency(cfg, resources, scale, plan.n_trials)
     kind = "grid runs (variants x seeds)" if is_grid(cfg) else "trials"
     print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {how_trials_train(cfg, scale)} x "

@@ -1,7 +1,10 @@
 """Stage 4: MLflow tracking and the model registry.
 
 * A parent run per sweep, created by the driver; its id is kept in
-  ``<sweep_dir>/mlflow_parent.json`` so that a restored sweep logs into the same parent.
+  ``<sweep_dir>/mlflow_parent.json`` so that a restored sweep logs into the same parent. It
+  names its driver (tags ``singr.driver.*``, :func:`tune.tidy.driver_tags`; a restored sweep's
+  driver replaces them before it reopens the run), so that the runs of a driver killed outright
+  can be closed later (:mod:`tune.tidy`).
 * One child run per trial (:class:`TrialRuns`): the trial's whole resolved config as
   params, its ``config.yaml``, the validation curves (Dice, IoU, HD95 per region and mean)
   and the training loss as metrics with the epoch as step, nothing of Ray's bookkeeping;
@@ -24,7 +27,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ray.tune import Callback
 
@@ -53,24 +56,36 @@ def flat_params(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def parent_run(plan: SweepPlan) -> str:
-    """Create (or, for a restored sweep, reopen) the sweep's parent run; returns its id."""
+def parent_run(plan: SweepPlan, driver: Mapping[str, str] | None = None) -> str:
+    """Create (or, for a restored sweep, reopen) the sweep's parent run; returns its id. ``driver``:
+    the tags naming the driver (default :func:`tune.tidy.driver_tags` of this process, no Ray);
+    a reopened run gets them (and loses the previous driver's, and a ``singr.tidied`` tag)
+    before it is RUNNING again, so that no tidy takes it for the old driver's."""
+    from .tidy import DRIVER, TIDIED_TAG, driver_tags
+
     uri, cfg = plan.tracking_uri, plan.cfg
     client = client_for(uri)
     exp_id = ensure_experiment(uri, cfg.mlflow.experiment)
+    drv = dict(driver_tags() if driver is None else driver)
     marker = plan.sweep_dir / "mlflow_parent.json"
     if marker.exists():
         try:
             info = json.loads(marker.read_text())
             run = client.get_run(info["run_id"])
             if run.info.experiment_id == exp_id:
-                client.update_run(run.info.run_id, status="RUNNING")
-                return run.info.run_id
+                rid = run.info.run_id
+                for k, v in drv.items():
+                    client.set_tag(rid, k, v)
+                for k in run.data.tags:
+                    if (k.startswith(DRIVER) and k not in drv) or k == TIDIED_TAG:
+                        client.delete_tag(rid, k)
+                client.update_run(rid, status="RUNNING")
+                return rid
         except Exception:  # noqa: BLE001 - a stale marker: start a new parent
             pass
     grid = is_grid(cfg)
     run = client.create_run(exp_id, run_name=plan.name, tags={"sweep": plan.name, "singr.role": "sweep",
-                                                               "singr.mode": "grid" if grid else "search"})
+                                                               "singr.mode": "grid" if grid else "search", **drv})
     rid = run.info.run_id
     t = cfg.tune
     params: dict[str, str] = {}

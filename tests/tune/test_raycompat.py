@@ -188,3 +188,21 @@ def test_the_raylet_still_reads_worker_niceness():
     assert raylet.is_file(), where(f"the raylet binary is not at {raylet}", "WORKER_NICENESS_ENV")
     assert raycompat.WORKER_NICENESS_ENV.encode() in raylet.read_bytes(), \
         where(f"the raylet no longer reads {raycompat.WORKER_NICENESS_ENV}", "WORKER_NICENESS_ENV")
+
+
+# ------------------------------------------------------------------ local_node: ray._private.worker._global_node
+def test_the_local_node_still_names_its_session_dir_and_processes():
+    import ray._private.node as node
+    import ray._private.services as services
+    import ray._private.worker as rw
+
+    fn = "local_node"
+    assert hasattr(rw, "_global_node"), where("ray._private.worker._global_node is gone", fn)
+    assert callable(getattr(node.Node, "get_session_dir_path", None)), \
+        where("ray._private.node.Node.get_session_dir_path is gone", fn)
+    assert "self.all_processes" in source(node.Node.__init__), \
+        where("ray._private.node.Node no longer keeps all_processes", fn)
+    assert "process" in getattr(services.ProcessInfo, "_fields", ()), \
+        where("ray._private.services.ProcessInfo has no `process`", fn)
+    session, pids = raycompat.local_node()  # runs whether or not this process started a Ray
+    assert (session is None) == (not pids)

@@ -142,13 +142,17 @@ def run_report(*, experiment: str, sweep: str | None = None, tracking_uri: str |
                notes_from: str | None = None) -> int:
     """The ``report`` command: the report of a grid sweep of ``experiment``, from MLflow, into
     ``out`` (default ``reports/<sweep or experiment>``); ``log``: also log it to the sweep's run;
-    ``notes_from``: a config whose ``experiment.notes`` replace the stored ones. Prints the
+    ``notes_from``: a config whose ``experiment.notes`` replace the stored ones. First closes the
+    runs of the experiment's killed sweep drivers (:func:`tune.tidy.tidy_quietly`). Prints the
     headline and the figures; returns the exit status (0)."""
     uri = resolve_tracking_uri(tracking_uri)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         raise SingrInputError(f"no MLflow store at {db}; pass --tracking-uri or run from the folder of the sweep's "
                               "mlflow.db")
+    from ..tidy import tidy_quietly
+
+    tidy_quietly(uri, experiment)  # a sweep whose driver was killed: its runs KILLED, not RUNNING for ever
     out = out or str(Path("reports") / (sweep or experiment))
     notes = None
     if notes_from:
