@@ -188,7 +188,7 @@ class MlflowSection(Section):
     experiment: str
     registered_model: str
     alias: str
-    promote: Literal["better", "always", "never"]
+    promote: Literal["significant", "better", "always", "never"]
     export: list[Literal["onnx", "torchscript"]] = Field(
         description="formats the registered model's members are exported to and logged with it (checked against "
         "PyTorch); []: none")

@@ -376,6 +376,11 @@ def _sections(card: Mapping[str, Any], name: str | None, version: Any) -> list[t
             f"| hardware | {_hardware_line(card.get('hardware') or {})} |"]
     out: list[tuple[str, list[str]]] = [("head", head), ("metrics", ["", "## Metrics per region", "",
                                                                      *_metric_table(card)])]
+    promo = card.get("promotion") or {}
+    if promo:
+        out.insert(1, ("promotion", ["", f"**Promotion** (`mlflow.promote: {promo.get('rule')}`): "
+                                     f"{'moved the alias here' if promo.get('moved') else 'the alias stayed'}: "
+                                     f"{promo.get('why')}."]))
     ex = card.get("exports") or []
     if ex:
         lines = ["", "## Exports (artifacts of the logged model, `export/`)", "",

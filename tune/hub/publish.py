@@ -7,11 +7,15 @@ pyfunc (:mod:`tune.hub.pyfunc`) in the sweep's parent run, registers it as a new
 validation metric, a digest of the validation split, the export formats and their largest
 difference from PyTorch), and then applies the promotion rule (``mlflow.promote``):
 
-* ``better`` (default): the alias moves to the new version only when its validation score
+* ``better``: the alias moves to the new version only when its validation score
   beats the current champion's *on the same validation split* (same split digest) and by the
   same objective (``tune.metric``, version tag ``objective``; HD95 metrics: lower is better);
   a champion scored on another split or by another metric is not comparable, and the alias
   stays where it is, said so in the output;
+* ``significant`` (default): as ``better``, but the new model and the champion segment the same
+  validation cases and the alias moves only when the paired gain's 95 % bootstrap interval is
+  above 0 (:mod:`tune.hub.evidence`); the version's tags (``promotion``, ``promotion_gain``,
+  ``promotion_ci``) and its card say the gain, the interval and why it moved or not;
 * ``always``: every sweep moves the alias; ``never``: it never moves (register only).
 
 Logged with the model, beside its checkpoint(s) (artifact ``model``):
@@ -48,11 +52,17 @@ def _champion(client: Any, name: str, alias: str) -> Any:
         return None
 
 
+def comparable(champion_tags: dict[str, str], metric: str, digest: str) -> bool:
+    """Whether the champion was scored by the same objective on the same validation split."""
+    return champion_tags.get("objective", "val_Dice_mean") == metric and champion_tags.get("val_split") == digest
+
+
 def decide_promotion(rule: str, new_score: float, new_digest: str, champion_tags: dict[str, str] | None,
                      metric: str = "val_Dice_mean", higher_is_better: bool = True,
-                     min_gain: float = 1e-4) -> tuple[bool, str]:
+                     min_gain: float = 1e-4, evidence: dict[str, Any] | None = None) -> tuple[bool, str]:
     """(move the alias?, why), from the rule, the new score and the champion's version tags.
-    "Better" means by more than ``min_gain`` (a rerun of the same setting is not better)."""
+    ``better``: by more than ``min_gain`` (a rerun of the same setting is not better);
+    ``significant``: the paired interval of :mod:`tune.hub.evidence` (``evidence``) is above 0."""
     if rule == "never":
         return False, "mlflow.promote is 'never'"
     if rule == "always" or champion_tags is None:
@@ -63,6 +73,15 @@ def decide_promotion(rule: str, new_score: float, new_digest: str, champion_tags
     if champion_tags.get("val_split") != new_digest:
         return False, (f"the champion was scored on another validation split ({champion_tags.get('val_split')} vs "
                        f"{new_digest}); not comparable, kept (use mlflow.promote=always to move it anyway)")
+    if rule == "significant":
+        from .evidence import describe
+
+        if not evidence:
+            return False, "no paired comparison with the champion was made; champion kept"
+        if "error" in evidence:
+            return False, f"could not compare with the champion ({evidence['error']}); champion kept"
+        return bool(evidence["significant"]), describe(evidence) + ("" if evidence["significant"] else
+                                                                     "; champion kept")
     try:
         old = float(champion_tags.get(metric, "nan"))
     except ValueError:
@@ -194,6 +213,20 @@ def register(plan: Any, parent_id: str, model_dir: Path, tags: dict[str, Any], s
     champion = _champion(client, name, alias)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
+    champ_tags = dict(champion.tags or {}) if champion else None
+    evidence: dict[str, Any] | None = None
+    if rule == "significant" and champion is not None and champ_tags is not None and \
+            comparable(champ_tags, metric, digest):
+        from .evidence import compare_with_champion
+
+        t0 = time.perf_counter()
+        try:
+            evidence = compare_with_champion(model_dir, champion, plan.cfg, uri, metric, mode == "max")
+        except Exception as e:  # noqa: BLE001 - no evidence: the champion stays, and the output says why
+            evidence = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+        seconds["evidence"] = round(time.perf_counter() - t0, 2)
+    promote, why = decide_promotion(rule, score, digest, champ_tags, metric=metric, higher_is_better=mode == "max",
+                                    evidence=evidence)
     with tempfile.TemporaryDirectory(prefix="singr-register-") as tmp:
         stage = Path(tmp)
         artifacts = {"model": str(model_dir)}
@@ -220,6 +253,7 @@ def register(plan: Any, parent_id: str, model_dir: Path, tags: dict[str, Any], s
             t0 = time.perf_counter()
             facts = card()
             facts["exports"] = ex
+            facts["promotion"] = {"rule": rule, "moved": promote, "why": why, "evidence": evidence}
             facts["pyfunc"] = {
                 "input": f"one un-normalised float32 image ({channels}, D, H, W), channels "
                          f"{', '.join(modalities) or 'in training order'}",
@@ -249,12 +283,16 @@ def register(plan: Any, parent_id: str, model_dir: Path, tags: dict[str, Any], s
         description = card_markdown(facts, name, mv.version)
     if description:
         client.update_model_version(name, mv.version, description=description)
-    promote, why = decide_promotion(rule, score, digest, dict(champion.tags or {}) if champion else None,
-                                    metric=metric, higher_is_better=mode == "max")
+    client.set_model_version_tag(name, mv.version, "promotion", why[:4000])
+    if evidence and "gain" in evidence:
+        client.set_model_version_tag(name, mv.version, "promotion_gain", f"{evidence['gain']:.5f}")
+        client.set_model_version_tag(name, mv.version, "promotion_ci", json.dumps([round(x, 5) for x in
+                                                                                    evidence["ci"]]))
     if promote:
         client.set_registered_model_alias(name, alias, mv.version)
     seconds["total"] = round(time.perf_counter() - t_all, 2)
     return {"name": name, "version": int(mv.version), "alias": alias, "promoted": promote, "why": why,
+            "evidence": evidence,
             "champion_version": int(mv.version) if promote else (int(champion.version) if champion else None),
             "model_uri": f"models:/{name}/{mv.version}", "wheel": wheel.name if wheel is not None else how,
             "exports": [{k: e.get(k) for k in ("format", "file", "bytes", "max_abs_diff", "ok", "seconds", "error")}
