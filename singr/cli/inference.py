@@ -11,9 +11,60 @@ from ..errors import SingrInputError
 from .options import add_model_options, add_model_source, load_model
 
 
-def _output_path(out: Path, case_id: str) -> Path:
+def _output_path(out: Path, case_id: str, fmt: str = "nifti") -> Path:
+    """``--out`` as a file: itself when it names one (``.nii[.gz]``, or ``.dcm`` for a DICOM
+    SEG), else ``<out>/<case>_seg.nii.gz`` (``<out>/<case>_seg.dcm``) inside a folder."""
     name = out.name.lower()
+    if fmt == "dicom-seg":
+        if name.endswith((".nii", ".nii.gz")):
+            raise SingrInputError("--format dicom-seg writes a DICOM file: give --out a .dcm path or a folder",
+                                  path=out)
+        return out if name.endswith(".dcm") else out / f"{case_id}_seg.dcm"
+    if name.endswith(".dcm"):
+        raise SingrInputError("--out ends with .dcm: pass --format dicom-seg for a DICOM SEG (default: NIfTI "
+                              ".nii.gz)", path=out)
     return out if name.endswith((".nii", ".nii.gz")) else out / f"{case_id}_seg.nii.gz"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _read_case(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The case of ``--case`` (NIfTI folder, or DICOM folder or zip) or ``--files``, and the DICOM
+    series it came from (None for NIfTI)."""
+    from ..data.readers import find_case_folder_files, load_case, load_case_from_files
+
+    if bool(args.case) == bool(args.files):
+        raise SingrInputError("give either --case DIR or --files MODALITY=PATH ... (one of them)")
+    if args.case:
+        from ..data.readers.dicom import is_dicom_input
+
+        if is_dicom_input(args.case):
+            from ..data.readers.dicom import read_dicom_case
+
+            return read_dicom_case(Path(args.case), args.dicom_map)
+    if args.dicom_map:
+        raise SingrInputError("--dicom-map applies to DICOM input (a folder or zip of DICOM series given to --case)")
+    if args.format == "dicom-seg":
+        if args.case and not Path(args.case).exists():
+            raise SingrInputError("case folder does not exist", case=Path(args.case).name, path=args.case)
+        raise SingrInputError("--format dicom-seg needs DICOM input (a folder or zip of DICOM series given to "
+                              "--case): a SEG references the series it segments", path=args.case or None)
+    if args.case:
+        return load_case(find_case_folder_files(Path(args.case)), check=True), None
+    files: Any = {}
+    for item in args.files:
+        if "=" not in item:
+            files = [Path(f) for f in args.files]
+            break
+        k, v = item.split("=", 1)
+        files[k] = Path(v)
+    return load_case_from_files(files), None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -21,44 +72,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..data.readers import find_case_folder_files, load_case, load_case_from_files
     from ..io import voxel_ml, write_nifti
 
-    if bool(args.case) == bool(args.files):
-        raise SingrInputError("give either --case DIR or --files MODALITY=PATH ... (one of them)")
     t0 = time.time()
-    if args.case:
-        case = load_case(find_case_folder_files(Path(args.case)), check=True)
-    else:
-        files: Any = {}
-        for item in args.files:
-            if "=" not in item:
-                files = [Path(f) for f in args.files]
-                break
-            k, v = item.split("=", 1)
-            files[k] = Path(v)
-        case = load_case_from_files(files)
+    case, dicom = _read_case(args)
+    out = _output_path(Path(args.out), case.case_id, args.format)
+    what = ""
+    if dicom is not None:
+        what = " from DICOM " + ", ".join(f"{m}: {dicom.series[m].name}" for m in case.modalities)
+        if dicom.ignored:
+            what += f" (left out: {', '.join(dicom.ignored)})"
     print(f"[singr] read {case.case_id}: {len(case.modalities)} modalities, shape "
-          f"{'x'.join(map(str, case.image.shape[1:]))} ({time.time() - t0:.1f} s)", flush=True)
+          f"{'x'.join(map(str, case.image.shape[1:]))}{what} ({time.time() - t0:.1f} s)", flush=True)
     pred = load_model(args.model, args)
+    from ..data.input_check import check_input, check_prediction, profile_input
+
+    profile = profile_input(case.image, case.spacing)
+    findings = check_input(profile, case.modalities, pred.meta.spacing if pred.meta is not None else None)
+    if findings and not args.force:
+        raise SingrInputError("the input does not look like BraTS-space input (co-registered, skull-stripped, the "
+                              f"model's voxel size): {'; '.join(findings)}; pass --force to segment it anyway",
+                              case=case.case_id)
+    for f in findings:
+        print(f"[singr] warning ({case.case_id}): {f} (--force: segmenting anyway)", file=sys.stderr, flush=True)
     conv = args.label_convention or case.label_convention
     members = len(pred.members) * (8 if pred.settings.tta else 1)
     post = " and post-processing rules" if pred.applies_postprocess else ""
     print(f"[singr] segmenting with {len(pred.members)} model(s){' and mirroring' if pred.settings.tta else ''}"
           f"{post} ({members} sliding-window pass{'es' if members > 1 else ''})", flush=True)
     p = pred.predict(case.image, conv, case=case.case_id, progress=not args.quiet)
-    out = _output_path(Path(args.out), case.case_id)
-    write_nifti(out, p.labels, case.affine, case.header)
+    for w in check_prediction(p.region_names, p.regions, profile):
+        print(f"[singr] warning ({case.case_id}): {w}", file=sys.stderr, flush=True)
     et = {"brats2020": "ET = 4", "brats2023": "ET = 3", "binary": "one region"}.get(p.label_convention, "")
-    msg = f"[singr] label map {out} ({p.label_convention} labels: {et})"
+    if dicom is not None and args.format == "dicom-seg":
+        from ..io.dicom_seg import segment_classes, write_dicom_seg
+
+        further = [h for m in case.modalities if m != dicom.reference for h in dicom.datasets(m)]
+        write_dicom_seg(p.labels, dicom.datasets(), out, label_convention=p.label_convention, further_sources=further,
+                        affine=case.affine)
+        msg = (f"[singr] DICOM SEG {out} (references {dicom.series[dicom.reference].name}; segments "
+               f"{', '.join(n for n, _ in segment_classes(p.label_convention))})")
+    else:
+        write_nifti(out, p.labels, case.affine, case.header)
+        msg = f"[singr] label map {out} ({p.label_convention} labels: {et})"
     if args.signed:
-        sp = out.with_name(out.name.replace("_seg", "").replace(".nii.gz", "").replace(".nii", "") + "_signed.nii.gz")
+        sp = out.with_name(_stem(out).replace("_seg", "") + "_signed.nii.gz")
         write_nifti(sp, np.moveaxis(p.signed, 0, -1), case.affine, case.header)
         msg += f"; signed maps {sp} (channels {', '.join(p.region_names)})"
     if args.png:
         from ..viz import overlay_png
 
-        png = out.with_name(out.name.replace(".nii.gz", "").replace(".nii", "") + ".png")
+        png = out.with_name(_stem(out) + ".png")
         overlay_png(png, case.image, p.regions, p.region_names, p.signed, title=case.case_id)
         msg += f"; picture {png}"
     vox = voxel_ml(case.affine)
@@ -125,21 +189,32 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add predict, export and convert to the subcommands ``sub``."""
-    p = sub.add_parser("predict", help="segment one case into a label-map NIfTI",
+    p = sub.add_parser("predict", help="segment one case into a label-map NIfTI (or a DICOM SEG)",
                        description="Segment one case: a case folder (BraTS 2020 or 2023 names, or plain names "
-                       "t2f.nii.gz, t1n.nii.gz ...) or modality files (t2f=... t1n=... or flair=... t1=...; or one "
-                       "4-D NIfTI). Writes a label map in the input's geometry, in the input's label convention "
-                       "(BraTS 2023 files -> ET = 3) unless --label-convention says otherwise.")
+                       "t2f.nii.gz, t1n.nii.gz ...), a folder or zip of DICOM MR series (one per modality, on one "
+                       "grid; told apart by their series descriptions, or by --dicom-map) or modality files "
+                       "(t2f=... t1n=... or flair=... t1=...; or one 4-D NIfTI). Writes a label map in the input's "
+                       "geometry, in the input's label convention (BraTS 2023 files and DICOM -> ET = 3) unless "
+                       "--label-convention says otherwise; for DICOM input, --format dicom-seg writes a DICOM SEG "
+                       "that references the series.")
     add_model_source(p)
-    p.add_argument("--case", help="case folder")
+    p.add_argument("--case", help="case folder (NIfTI files, or DICOM series), or a .zip of DICOM series")
     p.add_argument("--files", nargs="+", metavar="MODALITY=PATH", help="modality files, or one 4-D NIfTI")
-    p.add_argument("--out", required=True, help="output .nii.gz path, or a folder")
+    p.add_argument("--dicom-map", nargs="+", metavar="MODALITY=SERIES", help="DICOM input: which series is which "
+                   "modality (SeriesNumber, SeriesInstanceUID or SeriesDescription), e.g. t1ce=7 flair=3, for series "
+                   "the naming rule cannot tell apart")
+    p.add_argument("--out", required=True, help="output .nii.gz path (.dcm with --format dicom-seg), or a folder "
+                   "(<case>_seg.nii.gz or <case>_seg.dcm in it)")
+    p.add_argument("--format", choices=["nifti", "dicom-seg"], default="nifti", help="the label map as NIfTI "
+                   "(default), or as a DICOM Segmentation referencing the input series (DICOM input only)")
     p.add_argument("--signed", action="store_true", help="also write the predicted signed maps (4-D NIfTI)")
     p.add_argument("--png", action="store_true", help="also write an overlay picture (the slice with most tumour)")
     p.add_argument("--label-convention", choices=["brats2020", "brats2023", "binary"],
                    help="labels to write (default: the input's naming; BraTS 2023 files get ET = 3)")
     p.add_argument("--tracking-uri", help="MLflow store for a registry model")
     add_model_options(p)
+    p.add_argument("--force", action="store_true", help="segment input that does not look like BraTS-space input "
+                   "(not skull-stripped, modalities not co-registered, another voxel size): warn instead of refusing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -80,6 +80,23 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     assert sv.min() >= -1.0 and sv.max() <= 1.0
     # the label map is the thresholded signed map: WT = (labels > 0) = (S_WT >= 0)
     np.testing.assert_array_equal(np.asarray(seg.dataobj) > 0, (sv >= 0).any(-1))
+
+    # a raw, unstripped scan (noise over the whole field of view) is refused, named; --force segments it
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    noise = np.random.default_rng(0).random(ref.shape).astype(np.float32) + 1
+    for m in ("flair", "t1", "t1ce", "t2"):
+        nib.save(nib.Nifti1Image(noise, ref.affine), str(raw / f"raw_{m}.nii.gz"))
+    capsys.readouterr()
+    assert run(["predict", "--checkpoint", str(best), "--case", str(raw), "--out", str(tmp_path / "r.nii.gz")],
+               tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "does not look like BraTS-space input" in err and "not skull-stripped" in err and "--force" in err
+    assert not (tmp_path / "r.nii.gz").exists()
+    assert run(["predict", "--checkpoint", str(best), "--case", str(raw), "--out", str(tmp_path / "r.nii.gz"),
+                "--force", "-q"], tmp_path) == 0
+    assert "warning (raw): 100% of the field of view is non-zero" in capsys.readouterr().err
+    assert (tmp_path / "r.nii.gz").exists()
     print(f"end-to-end smoke: {time.time() - t0:.1f} s")
 
 

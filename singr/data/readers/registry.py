@@ -12,10 +12,12 @@ from typing import Any, Sequence
 from ...errors import SingrInputError
 from .base import CaseFiles, LoadedCase, check_label_convention
 from .brats import BRATS2020, BRATS2023
+from .dicom import DICOM
 from .lgg import LGG
 from .nnunet import NNUNET
 
-READERS: dict[str, Any] = {"brats2020": BRATS2020, "brats2023": BRATS2023, "lgg": LGG, "nnunet": NNUNET}
+READERS: dict[str, Any] = {"brats2020": BRATS2020, "brats2023": BRATS2023, "lgg": LGG, "nnunet": NNUNET,
+                           "dicom": DICOM}
 LAYOUTS: tuple[str, ...] = tuple(READERS)
 
 
