@@ -24,7 +24,11 @@ def add_serve(sub: Any) -> None:
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--config", dest="serve_config", help="Serve config file (default: the shipped serve/config.yaml)")
-    p.add_argument("--replicas", type=int, help="number of replicas (default: the config's)")
+    p.add_argument("--replicas", type=int, help="a fixed number of replicas: turns the config's autoscaling off "
+                   "(default: the config's autoscaling_config, 1 to 2 replicas)")
+    p.add_argument("--min-replicas", type=int, help="autoscaling: the fewest replicas (default: the config's, 1)")
+    p.add_argument("--max-replicas", type=int, help="autoscaling: the most replicas (default: the config's, 2); "
+                   "Serve adds one while the replicas hold more than target_ongoing_requests each (serve/config.yaml)")
     p.add_argument("--max-ongoing-requests", type=int, help="per replica (default: the config's)")
     p.add_argument("--num-gpus", type=float, help="GPUs per replica (default: the config's, 0)")
     p.add_argument("--num-cpus", type=float, help="CPUs per replica (default: the config's, 1)")
@@ -44,7 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise SingrInputError(f"the HTTP endpoint needs the serve extra (pip install 'singr[serve]'): {e}") from None
     return run(model=args.model, host=args.host, port=args.port, config=args.serve_config,
-               tracking_uri=args.tracking_uri, replicas=args.replicas,
+               tracking_uri=args.tracking_uri, replicas=args.replicas, min_replicas=args.min_replicas,
+               max_replicas=args.max_replicas,
                max_ongoing_requests=args.max_ongoing_requests, num_gpus=args.num_gpus, num_cpus=args.num_cpus,
                address=args.address, api_key=api_key(args.api_key, args.api_key_file))
 

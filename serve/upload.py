@@ -116,6 +116,28 @@ async def read_body(request: Any, limit: int, timeout_s: float = 120.0, idle_tim
     return b"".join(chunks)
 
 
+def upload_voxels(files: dict[str, bytes] | bytes, names: dict[str, str], max_voxels: int) -> int:
+    """Voxels of the largest volume in an upload, read from the NIfTI headers alone (a 4-D file's
+    first three axes); 413 naming the file when one is over ``max_voxels`` per volume. What
+    admission prices a request by, before any voxel is decoded."""
+    import math
+
+    from singr.io import peek_nifti_shape
+
+    items = files.items() if isinstance(files, dict) else [("4d", files)]
+    most = 0
+    for key, data in items:
+        name = names.get(key, key)
+        shape = peek_nifti_shape(data, name=name)
+        vox = math.prod(shape[:3])
+        if vox > max_voxels:
+            raise HTTPProblem(413, "too large", f"volume of shape {'x'.join(map(str, shape[:3]))} holds {vox} voxels, "
+                              f"over the limit of {max_voxels} (max_voxels; a BraTS case has 8928000); resample or "
+                              "crop to the head", file=name)
+        most = max(most, vox)
+    return most
+
+
 async def parse_upload(headers: Any, body: bytes) -> tuple[dict[str, bytes] | bytes, dict[str, str]]:
     """Multipart parts -> ({modality key: bytes}, {key: upload name}) or (4-D bytes, names)."""
     ctype = headers.get("content-type", "")

@@ -323,13 +323,13 @@
     try {
       let r;
       try {
-        r = await fetch(`v1/segment?tta=${tta}`, { method: "POST", body: formData(), headers: headers() });
+        r = await runJob(`tta=${tta}`, formData(), `Segmenting${tta ? " with mirroring" : ""}`);
       } catch (e) {
         setStatus("Could not reach the endpoint: " + e.message, "error");
         return;
       }
-      if (!r.ok) {
-        setStatus(await problemMessage(r), "error");
+      if (typeof r === "string") {
+        setStatus(r, "error");
         return;
       }
       const labels = await r.arrayBuffer();
@@ -359,6 +359,27 @@
     }
   }
 
+  /** Segment as a job: POST v1/jobs (answered at once), poll its state with the progress in the
+   *  status line, then fetch its result. A CPU case with mirroring takes minutes, longer than a
+   *  browser or a proxy waits on one request. Returns the result's response, or an error message. */
+  async function runJob(query, body, label) {
+    const rel = (url) => url.replace(/^\//, "");  // relative: the page may live under a route prefix
+    const r = await fetch(`v1/jobs?${query}`, { method: "POST", body, headers: headers() });
+    if (!r.ok) return await problemMessage(r);
+    let job = await r.json();
+    while (job.status === "queued" || job.status === "running") {
+      const pct = job.status === "running" ? ` ${Math.round(100 * job.progress)} %` : " (queued)";
+      setStatus(`${label}${pct}\u2026`, "busy");
+      await new Promise((done) => setTimeout(done, 500));
+      const s = await fetch(rel(job.status_url), { headers: headers(), cache: "no-store" });
+      if (!s.ok) return await problemMessage(s);
+      job = await s.json();
+    }
+    if (job.status !== "done") return `The job ${job.status}: ${job.error || "no reason given"}`;
+    const res = await fetch(rel(job.result_url), { headers: headers(), cache: "no-store" });
+    return res.ok ? res : await problemMessage(res);
+  }
+
   /** The signed maps of the current result (fetched once, with the same files and mirroring). */
   async function fetchSigned() {
     if (state.signed) return state.signed;
@@ -370,13 +391,13 @@
     res.files.forEach((f, i) => fd.append(f.key || (single ? "image" : `file${i}`), f.file, f.file.name));
     let r;
     try {
-      r = await fetch(`v1/segment?output=signed&tta=${res.tta}`, { method: "POST", body: fd, headers: headers() });
+      r = await runJob(`output=signed&tta=${res.tta}`, fd, "Computing the signed maps");
     } catch (e) {
       setStatus("Could not reach the endpoint: " + e.message, "error");
       return null;
     }
-    if (!r.ok) {
-      setStatus(await problemMessage(r), "error");
+    if (typeof r === "string") {
+      setStatus(r, "error");
       return null;
     }
     if (state.result !== res) return null;

@@ -41,7 +41,7 @@ import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,12 @@ from ..regions import labels_to_regions, regions_to_labels
 from .meta import MemberInfo, ModelMeta
 
 __all__ = ["InferenceSettings", "Prediction", "Predictor", "clip_roi", "sliding_window", "MIRROR_AXES", "PRECISIONS",
-           "channels_last_copy", "cpu_has_native_bf16", "resolve_precision"]
+           "channels_last_copy", "cpu_has_native_bf16", "resolve_precision", "Watch", "count_windows"]
+
+Watch = Callable[[float], None]
+"""Called with the share of a prediction's network work done (0 to 1) before and after every
+network call; an exception it raises ends the prediction there (a deadline passed, the
+request was cancelled). What the endpoint's jobs report as progress."""
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 """``auto``: bfloat16 on CPUs that compute it natively (see :func:`resolve_precision`), float32 elsewhere."""
@@ -189,6 +194,37 @@ def channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
     return dup.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
 
+def window_for(settings: "InferenceSettings", shape: Sequence[int]) -> tuple[int, ...]:
+    """The sliding window used on a volume of ``shape`` (D, H, W)."""
+    return tuple(settings.roi_size) if settings.fixed_roi else clip_roi(settings.roi_size, shape, settings.multiple)
+
+
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's ``sliding_window_inference`` visits on a volume of ``shape``: per axis
+    ``ceil((max(n, r) - r) / s) + 1`` with step ``s = max(int(r * (1 - overlap)), 1)`` (``s = r``
+    where the window covers the axis), as in ``monai.inferers.utils._get_scan_interval``."""
+    total = 1
+    for n, r in zip(shape, roi):
+        n = max(int(n), int(r))  # MONAI pads a volume smaller than the window
+        step = int(r) if int(r) == n else max(int(int(r) * (1 - overlap)), 1)
+        total *= math.ceil((n - int(r)) / step) + 1
+    return total
+
+
+class _Watched(torch.nn.Module):
+    """``net`` with a ``tick(step)`` call before (step 0) and after (step 1) every forward pass."""
+
+    def __init__(self, net: torch.nn.Module, tick: Callable[[int], None]):
+        super().__init__()
+        self.net, self.tick = net, tick
+
+    def forward(self, x: torch.Tensor) -> Any:
+        self.tick(0)
+        out = self.net(x)
+        self.tick(1)
+        return out
+
+
 def sliding_window(model: torch.nn.Module, x: torch.Tensor, settings: InferenceSettings,
                    progress: bool = False) -> torch.Tensor:
     """Raw network output (B, R, D, H, W), float32, for a batch ``x`` (B, C, D, H, W) on the
@@ -197,7 +233,7 @@ def sliding_window(model: torch.nn.Module, x: torch.Tensor, settings: InferenceS
     in ``x``'s dtype (float32)."""
     from monai.inferers import sliding_window_inference
 
-    roi = settings.roi_size if settings.fixed_roi else clip_roi(settings.roi_size, x.shape[2:], settings.multiple)
+    roi = window_for(settings, x.shape[2:])
     with torch.inference_mode(), _autocast(x.device, settings.precision):
         out = sliding_window_inference(x, roi, settings.sw_batch_size, model, overlap=settings.overlap,
                                        mode=settings.mode, progress=progress)
@@ -310,18 +346,41 @@ class Predictor:
             self._fast_copies[i] = channels_last_copy(model)
         return self._fast_copies[i]
 
-    def _member_maps(self, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
+    @property
+    def passes(self) -> int:
+        """Sliding-window passes per image: members x mirrorings (8 with ``settings.tta``)."""
+        return len(self.members) * (len(MIRROR_AXES) if self.settings.tta else 1)
+
+    def _ticker(self, x: torch.Tensor, watch: Watch) -> Callable[[int], None]:
+        """A tick counting network calls over every pass of a batch ``x``, reporting the share done."""
+        roi = window_for(self.settings, x.shape[2:])
+        per_pass = math.ceil(count_windows(x.shape[2:], roi, self.settings.overlap) * x.shape[0]
+                             / max(int(self.settings.sw_batch_size), 1))
+        total = max(per_pass * self.passes, 1)
+        done = [0]
+
+        def tick(step: int) -> None:
+            done[0] += step
+            watch(min(done[0] / total, 1.0))
+
+        return tick
+
+    def _member_maps(self, x: torch.Tensor, progress: bool = False, watch: Watch | None = None) -> torch.Tensor:
         """Mean of tanh(logits) over members and mirrorings, for a batch x (B, C, d, h, w), float32.
-        Every network runs in eval mode (dropout off); one that was training is training again after."""
+        Every network runs in eval mode (dropout off); one that was training is training again after.
+        ``watch`` (see :data:`Watch`) sees the share of network calls done, and can end the work."""
         flips = MIRROR_AXES if self.settings.tta else ((),)
         acc: torch.Tensor | None = None
         n = 0
+        tick = self._ticker(x, watch) if watch is not None else None
         with torch.inference_mode():  # the in-place ops below act on sliding_window's inference tensors
             for i, model in enumerate(self.members):
                 was_training = model.training
                 model.eval()  # dropout off; a network in training keeps its mode afterwards
                 try:
                     net = self._runner(i, model)
+                    if tick is not None:
+                        net = _Watched(net, tick)
                     for axes in flips:
                         dims = [a + 2 for a in axes]
                         xi = torch.flip(x, dims) if dims else x
@@ -335,7 +394,8 @@ class Predictor:
             assert acc is not None
             return acc.div_(n) if n > 1 else acc
 
-    def signed_maps_batch(self, images: Sequence[np.ndarray], progress: bool = False) -> list[np.ndarray]:
+    def signed_maps_batch(self, images: Sequence[np.ndarray], progress: bool = False,
+                          watch: Watch | None = None) -> list[np.ndarray]:
         """S-hat (R, D, H, W) float32 for *normalised* images of one shape each (C, D, H, W):
         cropped to the union of their brains (+ 2 voxels), segmented together, pasted back into -1;
         with ``settings.crop``, voxels outside an image's own brain (all channels 0) are -1 too,
@@ -358,7 +418,7 @@ class Predictor:
         crop = np.empty((len(images), shape[0]) + tuple(b.stop - b.start for b in box), dtype=np.float32)
         for i, im in enumerate(images):
             crop[i] = im[sub]  # one copy (and cast) per image
-        s = self._member_maps(torch.from_numpy(crop).to(self.device), progress).cpu().numpy()
+        s = self._member_maps(torch.from_numpy(crop).to(self.device), progress, watch).cpu().numpy()
         out = []
         for i in range(len(images)):
             full = np.full((s.shape[1],) + shape[1:], -1.0, dtype=np.float32)
@@ -389,20 +449,21 @@ class Predictor:
                           self.region_names, conv)
 
     def predict_prepared(self, image: np.ndarray, label_convention: str | None = None,
-                         progress: bool = False) -> Prediction:
+                         progress: bool = False, watch: Watch | None = None) -> Prediction:
         """Segment an image already normalised (a prepared case)."""
-        maps = self.signed_maps_batch([np.asarray(image, dtype=np.float32)], progress)
+        maps = self.signed_maps_batch([np.asarray(image, dtype=np.float32)], progress, watch)
         return self.from_signed(maps[0], label_convention)
 
     def predict(self, image: np.ndarray, label_convention: str | None = None, case: str = "input",
-                progress: bool = False) -> Prediction:
+                progress: bool = False, watch: Watch | None = None) -> Prediction:
         """Segment an un-normalised image (C, D, H, W), as read from disk."""
         self.check_channels(image, case)
-        return self.predict_prepared(normalize_image(image), label_convention, progress)
+        return self.predict_prepared(normalize_image(image), label_convention, progress, watch)
 
-    def predict_batch(self, images: Sequence[np.ndarray], label_conventions: Sequence[str | None] | None = None
-                      ) -> list[Prediction]:
-        """Segment un-normalised images; images of one shape go through the network together."""
+    def predict_batch(self, images: Sequence[np.ndarray], label_conventions: Sequence[str | None] | None = None,
+                      watch: Watch | None = None) -> list[Prediction]:
+        """Segment un-normalised images; images of one shape go through the network together
+        (``watch`` sees each group's share of work in turn)."""
         convs = list(label_conventions) if label_conventions is not None else [None] * len(images)
         norm = [normalize_image(im) for im in images]
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -410,7 +471,7 @@ class Predictor:
             groups.setdefault(tuple(im.shape), []).append(i)
         out: list[Prediction | None] = [None] * len(images)
         for idx in groups.values():
-            maps = self.signed_maps_batch([norm[i] for i in idx])
+            maps = self.signed_maps_batch([norm[i] for i in idx], watch=watch)
             for j, i in enumerate(idx):
                 out[i] = self.from_signed(maps[j], convs[i])
         return [p for p in out if p is not None]

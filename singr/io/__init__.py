@@ -6,6 +6,7 @@ from .nifti import (
                     nifti_bytes,
                     nifti_image,
                     nifti_spacing,
+                    peek_nifti_shape,
                     read_nifti,
                     read_nifti_bytes,
                     voxel_ml,
@@ -13,5 +14,5 @@ from .nifti import (
 )
 
 __all__ = ["atomic_path", "atomic_write", "save_npy", "save_npz", "write_bytes", "write_json", "write_text",
-           "NiftiBytesError", "check_affine", "nifti_bytes", "nifti_image", "nifti_spacing", "read_nifti",
-           "read_nifti_bytes", "voxel_ml", "write_nifti"]
+           "NiftiBytesError", "check_affine", "nifti_bytes", "nifti_image", "nifti_spacing", "peek_nifti_shape",
+           "read_nifti", "read_nifti_bytes", "voxel_ml", "write_nifti"]

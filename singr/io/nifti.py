@@ -27,6 +27,7 @@ from ..errors import SingrInputError
 from .atomic import atomic_write
 
 __all__ = ["read_nifti", "write_nifti", "nifti_spacing", "nifti_image", "nifti_bytes", "read_nifti_bytes",
+           "peek_nifti_shape",
            "NiftiBytesError", "check_affine", "check_voxel_size", "voxel_ml"]
 
 _NIFTI_CLASSES = (nib.Nifti1Image, nib.Nifti2Image)
@@ -297,18 +298,9 @@ def _read_data(stream: _Stream, head: bytearray, got: int, offset: int, nbytes: 
     return buf, seen
 
 
-def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None = None,
-                     max_size: int | None = None, max_voxels: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, Any]:
-    """:func:`read_nifti` for a file held in memory (an HTTP upload), same return value.
-
-    Gzip is recognised by its magic bytes (``name`` ending in ``.gz`` with other content is
-    an error); the content must be a single-file NIfTI-1 or NIfTI-2 image. The header is
-    read first and refused (``kind="too_large"``) when the image holds more than
-    ``max_voxels`` voxels or needs more than ``max_size`` bytes, before the rest is
-    decompressed; the data is then decompressed into one buffer of exactly the size the
-    header announces (a longer stream is never inflated further).
-    """
+def _open_nifti_bytes(data: bytes, name: str | None, case: str | None
+                      ) -> tuple[_Stream, bytearray, int, Any, tuple[int, ...], np.dtype, int, bool]:
+    """The stream, the first bytes, the checked header, its shape, data type and data offset."""
     if not data:
         raise NiftiBytesError("empty file; expected a NIfTI file (.nii or .nii.gz)", case=case, path=name)
     gz = bytes(data[:2]) == _GZIP_MAGIC
@@ -339,6 +331,29 @@ def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None =
     if not shape or any(s < 1 for s in shape) or dtype.itemsize == 0 or offset < size:
         raise NiftiBytesError(f"NIfTI header announces an empty or invalid image (shape {shape}, data type "
                               f"{dtype}, data offset {offset})", case=case, path=name)
+    return stream, head, got, hdr, shape, dtype, offset, gz
+
+
+def peek_nifti_shape(data: bytes, *, name: str | None = None, case: str | None = None) -> tuple[int, ...]:
+    """The image shape a NIfTI file held in memory announces, read from its header alone (a few
+    hundred bytes decompressed); the header gets the checks :func:`read_nifti_bytes` makes first.
+    What the endpoint's admission prices a request by before any voxel is decoded."""
+    return _open_nifti_bytes(data, name, case)[4]
+
+
+def read_nifti_bytes(data: bytes, *, name: str | None = None, case: str | None = None,
+                     max_size: int | None = None, max_voxels: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """:func:`read_nifti` for a file held in memory (an HTTP upload), same return value.
+
+    Gzip is recognised by its magic bytes (``name`` ending in ``.gz`` with other content is
+    an error); the content must be a single-file NIfTI-1 or NIfTI-2 image. The header is
+    read first and refused (``kind="too_large"``) when the image holds more than
+    ``max_voxels`` voxels or needs more than ``max_size`` bytes, before the rest is
+    decompressed; the data is then decompressed into one buffer of exactly the size the
+    header announces (a longer stream is never inflated further).
+    """
+    stream, head, got, hdr, shape, dtype, offset, gz = _open_nifti_bytes(data, name, case)
     nvox = math.prod(shape)
     if max_voxels is not None and nvox > max_voxels:
         raise NiftiBytesError(f"image of shape {shape} holds {nvox} voxels, over the limit of {max_voxels} "

@@ -221,8 +221,15 @@ def test_odd_but_valid_inputs(server):
     rng = np.random.default_rng(1)
     aff = np.diag([0.9, 0.9, 2.5, 1.0])
     tiny = {m: _nii_bytes((rng.random((3, 5, 2)) * 100).astype(np.int16), aff, gz=False) for m in MODS_2020}
-    r = _post(server["base"], [(m, (f"{m}.nii", d, "application/octet-stream")) for m, d in tiny.items()])
+    files = [(m, (f"{m}.nii", d, "application/octet-stream")) for m, d in tiny.items()]
+    # noise that fills the field of view at 2.5 mm is not BraTS-space input: refused, and segmented on request
+    refused = _post(server["base"], files)
+    assert refused.status_code == 422 and refused.json()["error"] == "not brain-like input", refused.text[:300]
+    assert "skull-stripped" in refused.json()["detail"] and "force=true" in refused.json()["detail"]
+    r = _post(server["base"], files, params={"force": "true"})
     _check_label_map(r, (3, 5, 2), aff, "brats2020")
+    warned = json.loads(r.headers["x-input-warnings"])
+    assert any("non-zero" in w for w in warned) and any("voxel size" in w for w in warned), warned
 
 
 def test_health_model_and_docs(server):

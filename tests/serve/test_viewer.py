@@ -270,7 +270,7 @@ def test_viewer_in_browser(chromium, server, browser_context, tmp_path):
     # -- the signed map of a region as a heat map (fetched with ?output=signed)
     page.check("#signed-toggle")
     page.wait_for_selector("#canvas[data-overlay='signed-TC']", timeout=SEGMENT_TIMEOUT_MS)
-    assert any("output=signed" in u for u in requests)
+    assert any("/v1/jobs?output=signed" in u for u in requests)
     signed = _png(page.locator("#canvas").screenshot(path=str(tmp_path / "canvas_signed.png")))
     assert (np.abs(signed - canvas).max(-1) > 30).mean() > 0.01, "the signed map did not change the picture"
     blue = int(((signed[..., 2] > 180) & (signed[..., 0] < 90) & (signed[..., 1] > 60)).sum())
@@ -292,7 +292,8 @@ def test_viewer_in_browser(chromium, server, browser_context, tmp_path):
     status = _wait_done(page)
     assert page.locator("#status").get_attribute("data-kind") == "ok", status
     page.wait_for_selector("#canvas[data-overlay='labels']")
-    assert any("/v1/segment?tta=true" in u for u in requests)
+    assert any("/v1/jobs?tta=true" in u for u in requests)  # the viewer segments through jobs
+    assert any("/v1/jobs/" in u and u.endswith("/result") for u in requests)
     r = httpx.post(base + "/v1/segment", files=[("image", (four.name, four.read_bytes(), "application/gzip"))],
                    params={"output": "json", "tta": "true"}, timeout=300)
     assert r.status_code == 200 and r.json()["tta"] is True, r.text

@@ -1,0 +1,52 @@
+"""A prediction turned into the endpoint's answer, for ``POST /v1/segment`` and for a job's result.
+
+:func:`render` gives the headers (volumes in ``X-Volume-<region>-ml`` and ``X-Volumes-ml``, model,
+TTA, post-processing, warnings), the JSON summary, and the file (label map or signed maps,
+``.nii.gz`` in the input's geometry) unless ``output`` is ``json``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import numpy as np
+from fastapi.responses import JSONResponse, Response
+
+__all__ = ["render", "as_response"]
+
+
+def render(case: Any, p: Any, output: str, tta: bool, postprocessed: bool, ident: dict[str, Any],
+           warnings: list[str]) -> tuple[dict[str, str], dict[str, Any], Optional[bytes], Optional[str]]:
+    """(headers, summary, file bytes or None, file name or None) for prediction ``p`` of ``case``."""
+    from singr.io import check_affine, nifti_bytes, voxel_ml
+
+    affine = check_affine(case.affine, case=case.case_id)
+    vox = voxel_ml(affine)
+    vols = {n: round(float(r.sum()) * vox, 4) for n, r in zip(p.region_names, p.regions)}
+    headers = {"X-Volumes-ml": json.dumps(vols), "X-Region-Names": ",".join(p.region_names),
+               "X-Label-Convention": p.label_convention, "X-Model-Name": str(ident.get("name")),
+               "X-Model-Version": str(ident.get("version")), "X-TTA": str(tta).lower(),
+               "X-Postprocess": str(postprocessed).lower()}
+    headers.update({f"X-Volume-{n}-ml": f"{v:.4f}" for n, v in vols.items()})
+    if warnings:
+        headers["X-Input-Warnings"] = json.dumps(warnings)
+    summary = {"volumes_ml": vols, "region_names": list(p.region_names), "label_convention": p.label_convention,
+               "shape": list(p.labels.shape), "voxel_ml": vox, "tta": tta, "postprocess": postprocessed,
+               "warnings": list(warnings),
+               "label_counts": {str(int(k)): int(c) for k, c in zip(*np.unique(p.labels, return_counts=True))},
+               "model": {k: ident.get(k) for k in ("source", "name", "version", "alias", "architecture", "lambda",
+                                                   "delta", "gamma")}}
+    if output == "json":
+        return headers, summary, None, None
+    if output == "signed":
+        return headers, summary, nifti_bytes(np.moveaxis(p.signed, 0, -1), affine, case.header), "signed.nii.gz"
+    return headers, summary, nifti_bytes(p.labels, affine, case.header), "seg.nii.gz"
+
+
+def as_response(headers: dict[str, str], summary: dict[str, Any], data: Optional[bytes],
+                name: Optional[str]) -> Response:
+    """The HTTP answer: the JSON summary, or the file with the headers."""
+    if data is None:
+        return JSONResponse(summary, headers=headers)
+    headers = {**headers, "Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(content=data, media_type="application/gzip", headers=headers)
