@@ -238,11 +238,13 @@ def run(model: str | None = None, host: str | None = None, port: int | None = No
             os.environ.setdefault(NICENESS_ENV, "0")  # starve the endpoint (tune.session.RaySession)
         from .proxy_errors import CALLBACK, CALLBACK_ENV
 
-        os.environ.setdefault(CALLBACK_ENV, CALLBACK)  # the proxy's own errors as JSON (a cluster: in its env)
+        os.environ.setdefault(CALLBACK_ENV, CALLBACK)  # the proxy's own errors as JSON
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         for s in (signal.SIGTERM, signal.SIGINT):  # ray.init installs its own SIGTERM handler: ours again
             signal.signal(s, _stop)
-        serve.start(proxy_location=proxy, http_options={**http, "host": host, "port": port})
+        serve.start(proxy_location=proxy, http_options={**http, "host": host, "port": port},
+                    # on a cluster the proxies get the driver's environment only through the controller's
+                    controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: os.environ[CALLBACK_ENV]}}})
         try:
             serve.run(make_app(args, dep), name="singr", route_prefix="/", blocking=False)
         except RuntimeError as e:  # a replica whose model fails to load fails its health check at start

@@ -9,8 +9,9 @@ keeping its status and headers (``Retry-After``). Answers of the deployment (alr
 successful answers pass untouched.
 
 Ray Serve installs it from the environment of the Ray processes:
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve.proxy_errors:middlewares`` (``singr serve``
-sets it before Ray starts; with ``serve run`` or ``ray start`` set it yourself). What still
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve.proxy_errors:middlewares``. ``singr serve`` sets
+it before a local Ray starts, and passes it to Serve's controller (``controller_options``), whose
+proxies inherit it on a cluster too; with ``serve run`` set it yourself. What still
 cannot be JSON: a malformed request line or a request head over the server's size limit is
 answered by uvicorn's HTTP parser with a plain ``400 Bad Request`` before any application code
 (proxy included) runs.

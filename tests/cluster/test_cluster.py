@@ -412,6 +412,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
         results: list[tuple[float, int]] = []
         kill_at: list[float] = []
         errors: list[str] = []
+        bodies: list[str] = []
 
         def client_loop(i: int) -> None:
             with httpx.Client(timeout=120) as h:
@@ -422,6 +423,7 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
                         code = r.status_code
                         if code != 200:
                             errors.append(r.text[:200])
+                            bodies.append(r.text)
                     except httpx.HTTPError as e:
                         code = -1
                         errors.append(repr(e)[:200])
@@ -441,6 +443,8 @@ def test_endpoint_survives_a_lost_replica_node(cluster_b, tmp_path):
               f"of {len(results)}; every request succeeded again {recovery:.1f} s after the loss; errors "
               f"{sorted(set(errors))[:5]}")
         assert len(results) == 40 and len(failed) <= 4 and ok_again is not None
+        for b in bodies:  # a request lost with its replica gets the documented JSON (serve.proxy_errors), not text
+            assert set(json.loads(b)) == {"error", "detail", "file", "case"}, b[:300]
         assert gzip.decompress(httpx.post(base + "/v1/segment", files=files, timeout=120).content)[:4]
     finally:
         if serve_proc is not None:
