@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import math
 import time
-from typing import AsyncIterator, Callable, Optional
+from typing import AsyncIterator, Callable
 
 __all__ = ["Admission", "Abandoned", "Busy", "Ticket", "request_cost"]
 
@@ -50,16 +50,15 @@ def request_cost(voxels: int, members: int, tta: bool) -> float:
 
 
 class Ticket:
-    """One piece of work: its cost, compute deadline (monotonic seconds), cancellation and progress.
-    ``on_progress`` (optional) sees each progress update (jobs write it to their record)."""
+    """One piece of work: its cost, compute deadline (monotonic seconds), cancellation and progress
+    (a job's record gets the progress from the replica's heartbeat)."""
 
-    def __init__(self, cost: float, deadline_s: float, on_progress: Optional[Callable[[float], None]] = None):
+    def __init__(self, cost: float, deadline_s: float):
         self.cost = float(cost)
         self.deadline_s = float(deadline_s)
         self.deadline = time.monotonic() + self.deadline_s
         self.cancelled = False
         self.progress = 0.0
-        self.on_progress = on_progress
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -75,8 +74,6 @@ class Ticket:
     def watch(self, fraction: float) -> None:
         """The predictor's watch: record progress, raise :class:`Abandoned` when it should end."""
         self.progress = fraction
-        if self.on_progress is not None:
-            self.on_progress(fraction)
         why = self.abandoned()
         if why:
             raise Abandoned(why)
@@ -172,6 +169,9 @@ class Admission:
         self.stats["admitted"] += 1
         try:
             yield
+        except Abandoned:
+            self.stats["abandoned"] += 1
+            raise
         finally:
             self._release(cost)
 
