@@ -78,7 +78,10 @@ def common(args: argparse.Namespace) -> dict[str, Any]:
             "data.split_ratios": [0.4, 0.2, 0.4], "output_dir": str(work / "out"),
             "tune.storage_path": str(work / "ray"), "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
             "mlflow.experiment": "singr-search-compare", "mlflow.registered_model": "singr-search-compare",
-            "mlflow.promote": "never", "tune.max_concurrent": int(args.concurrent)}
+            "mlflow.promote": "never", "tune.max_concurrent": int(args.concurrent),
+            # the searches as first measured (reports/ambiguity/search.md): no control arm, no confirmation, no
+            # default first trial; issue 21 item 6 (the new pipeline at equal compute) is still to be run
+            "tune.control.seeds": 0, "tune.confirm.top_k": 0, "tune.start_from_defaults": False}
 
 
 def ensure_data(args: argparse.Namespace) -> None:

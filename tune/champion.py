@@ -31,7 +31,7 @@ def cluster_facts() -> dict[str, Any] | None:
 
 
 def sweep_card(plan: Any, best: Mapping[str, Any], model_dir: Path, split: Mapping[str, Sequence[str]],
-               parent_id: str) -> dict[str, Any]:
+               parent_id: str, answer: str | None = None) -> dict[str, Any]:
     """:func:`build_card` for a sweep's best trial (``tune.sweep``): the trial's config, its
     timing from MLflow, the test split evaluated here when ``mlflow.card_test_metrics`` is true
     (files in ``<results>/test_eval``), the cluster and this machine."""
@@ -50,6 +50,9 @@ def sweep_card(plan: Any, best: Mapping[str, Any], model_dir: Path, split: Mappi
                 "trial_workers": {"workers": int(t.num_workers), "cpus_per_worker": float(t.cpus_per_worker),
                                   "gpus_per_worker": t.gpus_per_worker, "nodes": best.get("worker_nodes") or None},
                 "driver": machine_facts()}
-    return build_card(model_dir, tcfg, split, sweep=plan.name, trial=best, test=test,
+    card = build_card(model_dir, tcfg, split, sweep=plan.name, trial=best, test=test,
                       training=trial_timing(client_for(plan.tracking_uri), parent_id, str(best["trial_id"])),
                       hardware=hardware, searched=params)
+    if answer:  # the control / confirmation stage's answer (tune.confirm)
+        card["search"] = {"answer": answer}
+    return card

@@ -19,7 +19,8 @@ from singr.config.schema import SELECT_METRICS, PosInt, Section, UnitFloat
 from singr.errors import SingrConfigError
 from singr.models import MODELS
 
-__all__ = ["TuneSection", "AshaSection", "VariantSpec", "AxisLevel", "AxisSection", "ExperimentSection",
+__all__ = ["TuneSection", "AshaSection", "ControlSection", "ConfirmSection",
+           "VariantSpec", "AxisLevel", "AxisSection", "ExperimentSection",
            "MlflowSection", "ServiceConfig", "load_service_config", "SLUG", "VAL_METRICS"]
 
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -48,6 +49,26 @@ class AshaSection(Section):
     reduction_factor: Annotated[float, Field(gt=1.0)] = Field(description="keep the top 1/reduction_factor at a rung")
 
 
+class ControlSection(Section):
+    """The control arm (issue 21): the reference setting trained with new seeds after the search."""
+
+    seeds: Annotated[int, Field(ge=0, le=20)] = Field(
+        description="runs of the reference setting (new seeds, full epochs, no early stopping); 0: no control arm")
+    reference: Literal["defaults", "champion"] = Field(
+        description="defaults: this config's own settings (the paper's); champion: the current @alias's settings "
+        "(the defaults when there is none)")
+
+
+class ConfirmSection(Section):
+    """The confirmation stage (issue 21): the top settings trained again beside the control."""
+
+    top_k: Annotated[int, Field(ge=0, le=20)] = Field(
+        description="distinct best settings of the search trained again; 0: no confirmation (the best trial "
+        "is registered)")
+    seeds: Annotated[int, Field(ge=1, le=20)] = Field(description="new seeds per confirmed setting")
+    ensemble: bool = Field(description="register the winner's seed runs as one ensemble; false: its best run")
+
+
 class TuneSection(Section):
     mode: Literal["search", "grid"]
     search: Literal["optuna", "random"] = Field(
@@ -63,6 +84,13 @@ class TuneSection(Section):
     delta: Range
     gamma: Range
     lr: Optional[Range]
+    weight_decay: Optional[Range]
+    fg_oversample: Optional[Range]
+    start_from_defaults: bool = Field(
+        description="the first trial is the config's own setting (the paper's defaults) where it lies in the "
+        "search space (Ray Tune's points_to_evaluate)")
+    control: ControlSection
+    confirm: ConfirmSection
     models: Optional[Annotated[list[Literal[MODELS]], Field(min_length=1)]]  # type: ignore[valid-type]
     num_workers: PosInt
     trial_runner: Literal["auto", "inline", "train"] = Field(
@@ -106,6 +134,11 @@ class TuneSection(Section):
         if self.mode == "grid" and (self.refit_folds is not None or self.ensemble_top_k is not None):
             raise ValueError("tune.refit_folds and tune.ensemble_top_k apply to tune.mode = 'search' (a grid "
                              "registers no model); set them to null")
+        if self.mode == "search" and self.ensemble_top_k is not None and self.confirm.top_k:
+            raise ValueError(f"tune.ensemble_top_k = {self.ensemble_top_k} and tune.confirm.top_k = "
+                             f"{self.confirm.top_k} both choose the registered model: the N best trials of the "
+                             "search together, or the confirmed winner's seed runs. Set tune.confirm.top_k=0 to "
+                             "keep the top-k ensemble (the control arm still runs), or ensemble_top_k to null")
         if self.ensemble_top_k is not None and self.ensemble_top_k > self.num_samples:
             raise ValueError(f"tune.ensemble_top_k = {self.ensemble_top_k} is more than the sweep's "
                              f"tune.num_samples = {self.num_samples} trials")
@@ -124,6 +157,16 @@ class TuneSection(Section):
     @classmethod
     def _lr(cls, v: list[float] | None) -> list[float] | None:
         return _check_range(v, 0.0, float("inf"), True, True, "(0, inf)")
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _wd(cls, v: list[float] | None) -> list[float] | None:
+        return _check_range(v, 0.0, float("inf"), True, True, "(0, inf) (log-uniform)")
+
+    @field_validator("fg_oversample")
+    @classmethod
+    def _fg(cls, v: list[float] | None) -> list[float] | None:
+        return _check_range(v, 0.0, 1.0, False, False, "[0, 1]")
 
     @field_validator("name")
     @classmethod

@@ -14,7 +14,10 @@ What the folder holds, by ``tune``'s keys (at most one of the two ensemble keys)
   ``fold_0 .. fold_<K-1>``; the score is the mean over folds of each fold's best validation
   score (cross-validation), on a digest of the folds (not comparable with a single split's);
 * ``ensemble_top_k: N``: the best checkpoints of the N best trials, members ``top_0 ..``; the
-  score is the ensemble's (tanh maps averaged), measured here on the validation split.
+  score is the ensemble's (tanh maps averaged), measured here on the validation split;
+* with the confirmation stage (``confirm.top_k`` > 0, :mod:`tune.confirm`): the chosen arm's seed
+  runs, members ``seed_<s>`` (kind ``seeds``, scored as the ensemble on the validation split), or
+  its best run alone (``confirm.ensemble: false``); a fold refit then trains the chosen setting.
 
 With ``tune.postprocess`` (default) post-processing rules are then fitted on validation data
 (:func:`singr.engine.evaluate.fit_postprocess`; a rule is kept only where it raises the
@@ -42,7 +45,7 @@ from singr.errors import SingrInputError
 
 from .plan import SweepPlan, search_params
 
-__all__ = ["ModelFolder", "RefitIncomplete", "build_model", "fit_rules", "single_model", "top_k_model",
+__all__ = ["ModelFolder", "RefitIncomplete", "build_model", "fit_rules", "single_model", "top_k_model", "seeds_model",
            "refit_model", "fold_digest", "refit_dir"]
 
 MODEL_DIR = "best_model"
@@ -62,7 +65,7 @@ class ModelFolder:
     """A built model folder and what it is (see the module docstring)."""
 
     path: Path
-    kind: str                               # "single" | "folds" | "top_k"
+    kind: str                               # "single" | "folds" | "top_k" | "seeds"
     members: list[dict[str, Any]]           # per member: file, trial_id, fold, hyperparameters, score
     metric: str                             # the objective (tune.metric)
     score: float                            # the registered score, in ``metric``
@@ -82,6 +85,9 @@ class ModelFolder:
         out: dict[str, Any] = {"kind": self.kind, "members": len(self.members)}
         if self.folds:
             out["folds"] = self.folds
+        if self.kind in ("seeds", "single") and self.extra.get("arm"):
+            out["arm"] = self.extra["arm"]
+            out["member_seeds"] = ",".join(str(m.get("seed")) for m in self.members)
         if self.kind == "top_k":
             out["member_trials"] = ",".join(str(m["trial_id"]) for m in self.members)
         return out
@@ -94,7 +100,11 @@ class ModelFolder:
         what = {"single": "the best trial's best checkpoint",
                 "folds": f"fold ensemble of {len(self.members)} members ({', '.join(m['file'] for m in self.members)})",
                 "top_k": f"ensemble of the {len(self.members)} best trials "
-                         f"({', '.join(str(m['trial_id']) for m in self.members)})"}[self.kind]
+                         f"({', '.join(str(m['trial_id']) for m in self.members)})",
+                "seeds": f"the {self.extra.get('arm')} arm's seed ensemble of {len(self.members)} runs "
+                         f"(seeds {', '.join(str(m.get('seed')) for m in self.members)})"}[self.kind]
+        if self.kind == "single" and self.extra.get("arm"):
+            what = f"the {self.extra['arm']} arm's best run (seed {self.members[0].get('seed')})"
         return f"{what}; {self.metric} {self.score:.4f} ({self.scored_on})"
 
 
@@ -164,9 +174,6 @@ def _val_ids(plan: SweepPlan, split: dict[str, list[str]]) -> list[str]:
 def top_k_model(plan: SweepPlan, rows: list[dict[str, Any]], n: int, split: dict[str, list[str]]) -> ModelFolder:
     """The best checkpoints of the ``n`` best trials (that finished with a checkpoint and a
     score) as one ensemble; its score is measured on the validation split."""
-    from singr.engine.bundle import load_predictor
-    from singr.engine.trainer import validate
-
     from .hub.card import split_digest
 
     ok = [r for r in rows if not r["error"] and r["checkpoint_path"] and r["score"] == r["score"]]
@@ -182,17 +189,59 @@ def top_k_model(plan: SweepPlan, rows: list[dict[str, Any]], n: int, split: dict
     model = ModelFolder(plan.results_dir / MODEL_DIR, "top_k", members, plan.metric, float("nan"), "",
                         split_digest(split), extra={"asked": int(n)})
     _write(plan, model, files)
-    ids = _val_ids(plan, split)
-    pred = load_predictor(model.path, device="auto", postprocess=False)
-    means, _ = validate(pred, plan.cfg, plan.cache_dir, ids, pred.device,
-                        lesion=plan.metric.startswith("val_Lesion"))
-    model.score = float(means[plan.metric[len("val_"):]])
+    ids = _score_on_val(plan, model, split)
     model.scored_on = (f"the ensemble on {len(ids)} validation case{'s' if len(ids) != 1 else ''} (its best "
                        f"member alone: {float(chosen[0]['score']):.4f})")
     model.extra["best_member_score"] = float(chosen[0]["score"])
     if len(chosen) < int(n):
         model.extra["note"] = f"{len(chosen)} of the {n} asked: only {len(ok)} trial(s) finished with a score"
     return _write_info(plan, model)
+
+
+def _score_on_val(plan: SweepPlan, model: ModelFolder, split: dict[str, list[str]]) -> list[str]:
+    """Set ``model.score``: the folder (ensemble, as served) on the validation cases; their ids."""
+    from singr.engine.bundle import load_predictor
+    from singr.engine.trainer import validate
+
+    ids = _val_ids(plan, split)
+    pred = load_predictor(model.path, device="auto", postprocess=False)
+    means, _ = validate(pred, plan.cfg, plan.cache_dir, ids, pred.device,
+                        lesion=plan.metric.startswith("val_Lesion"))
+    model.score = float(means[plan.metric[len("val_"):]])
+    return ids
+
+
+def seeds_model(plan: SweepPlan, arm: str, runs: list[Any], ensemble: bool, split: dict[str, list[str]],
+                answer: str) -> ModelFolder:
+    """The confirmation's chosen arm (:mod:`tune.confirm`) as the model folder: its seed runs'
+    best checkpoints as one ensemble (members ``seed_<s>``; scored as the ensemble on the
+    validation split), or with ``ensemble`` false (or one run) its best run alone."""
+    from .hub.card import split_digest
+
+    sign = 1.0 if plan.mode == "max" else -1.0
+    ranked = sorted(runs, key=lambda r: -sign * float(r.score))
+    chosen = ranked if ensemble else ranked[:1]
+    if not chosen:
+        raise SingrInputError(f"the arm {arm!r} has no finished run to register", path=plan.sweep_dir)
+    files, members = [], []
+    for r in chosen:
+        name = f"seed_{int(r.seed)}.safetensors"
+        files.append(_copy_best(str(r.checkpoint_path), plan.results_dir / f".tmp-{name}"))
+        members.append({"file": name, "trial_id": r.trial_id, "seed": int(r.seed), "arm": arm,
+                        **(r.row.get("params") or {}), "score": float(r.score)})
+    kind = "seeds" if len(chosen) > 1 else "single"
+    model = ModelFolder(plan.results_dir / MODEL_DIR, kind, members, plan.metric, float(chosen[0].score),
+                        f"the {arm} arm's best run (seed {chosen[0].seed}) at its best validation epoch",
+                        split_digest(split), extra={"arm": arm, "answer": answer,
+                                                    **(chosen[0].row.get("params") or {})})
+    _write(plan, model, files)
+    if kind == "seeds":
+        ids = _score_on_val(plan, model, split)
+        model.scored_on = (f"the {arm} arm's {len(chosen)}-seed ensemble on {len(ids)} validation case"
+                           f"{'s' if len(ids) != 1 else ''} (its runs alone: "
+                           f"{', '.join(f'{float(r.score):.4f}' for r in chosen)})")
+        _write_info(plan, model)
+    return model
 
 
 def _write_info(plan: SweepPlan, model: ModelFolder) -> ModelFolder:
@@ -309,12 +358,17 @@ def _start_end(res: Any) -> tuple[float | None, float | None]:
 
 
 def build_model(plan: SweepPlan, rows: list[dict[str, Any]], split: dict[str, list[str]], parent: str,
-                runs: Any) -> ModelFolder:
-    """The model folder the sweep registers (see the module docstring), without post-processing."""
+                runs: Any, stage: Any = None) -> ModelFolder:
+    """The model folder the sweep registers (see the module docstring), without post-processing.
+    ``stage``: the control / confirmation (:class:`tune.confirm.Stage`): a fold refit trains its
+    chosen setting, and otherwise, with ``tune.confirm.top_k``, its chosen arm's seed runs are it."""
     ok = [r for r in rows if not r["error"] and r["checkpoint_path"]]
     t = plan.cfg.tune
     if t.refit_folds:
-        return refit_model(plan, ok[0], parent, runs)
+        return refit_model(plan, stage.registered_row if stage is not None and stage.registered_row else ok[0],
+                           parent, runs)
+    if stage is not None and stage.chosen_runs:
+        return seeds_model(plan, stage.chosen, stage.chosen_runs, bool(t.confirm.ensemble), split, stage.answer)
     if t.ensemble_top_k:
         return top_k_model(plan, rows, int(t.ensemble_top_k), split)
     return single_model(plan, ok[0], split)

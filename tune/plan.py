@@ -39,6 +39,7 @@ MODE = "max"
 TIME_ATTR = "epoch"
 # the hyperparameters a trial config may carry, and where they go in the config
 PARAM_KEYS = {"lam": "sing.lam", "delta": "sing.delta", "gamma": "loss.gamma", "lr": "train.lr",
+              "weight_decay": "train.weight_decay", "fg_oversample": "train.fg_oversample",
               "model": "model.name", "seed": "train.seed"}
 
 
@@ -236,6 +237,10 @@ def search_params(cfg: ServiceConfig) -> list[str]:
     names = ["lam", "delta", "gamma"]
     if cfg.tune.lr:
         names.append("lr")
+    if cfg.tune.weight_decay:
+        names.append("weight_decay")
+    if cfg.tune.fg_oversample:
+        names.append("fg_oversample")
     if cfg.tune.models:
         names.append("model")
     return names

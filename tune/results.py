@@ -174,7 +174,7 @@ def write_plot(rows: list[dict[str, Any]], params: list[str], path: Path) -> Pat
         ax.scatter(xs, ys, c=cs)
         ax.set_xlabel(p)
         ax.set_ylabel("best val Dice (mean)")
-        if p == "lr":
+        if p in ("lr", "weight_decay"):
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
     ax = axes[-1]

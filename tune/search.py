@@ -12,6 +12,13 @@ unfinished and errored ones resume from their latest Train checkpoint.
 Optuna's default 10: with Optuna's default a budget of 10 trials or fewer is random search
 in disguise); or ``random``, Ray Tune's ``BasicVariantGenerator`` sampling the space with
 ``random_state = tune.seed`` (the baseline the TPE must beat at the same budget).
+
+With ``tune.start_from_defaults``, either searcher's first trial is the config's own setting
+(the paper's defaults: sing.lam, sing.delta, loss.gamma and, where searched, train.lr,
+train.weight_decay, train.fg_oversample, model.name; :func:`default_point`), passed as Ray
+Tune's ``points_to_evaluate``, so the sweep always measures the reference it should beat. It
+counts as one of the ``tune.num_samples`` trials (and of the TPE's random start-up ones). A
+setting outside the space is left out with one line saying why.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from ray.tune import Callback
 
 from .config import ServiceConfig
 from .grid import expand_variants, is_grid
-from .plan import METRIC, MODE, TIME_ATTR, SweepPlan, better, search_params
+from .plan import METRIC, MODE, PARAM_KEYS, TIME_ATTR, SweepPlan, better, search_params
 from .trainer import TrialScale, run_trial, runner
 
 
@@ -64,14 +71,63 @@ def n_startup(num_samples: int) -> int:
     return max(2, min(10, int(num_samples) // 3))
 
 
+def own_setting(cfg: ServiceConfig) -> dict[str, Any]:
+    """The config's own value of each searched hyperparameter (:func:`~tune.plan.search_params`
+    order): sing.lam, sing.delta, loss.gamma, then train.lr, train.weight_decay,
+    train.fg_oversample and model.name where the search varies them."""
+    def value(key: str) -> Any:
+        out: Any = cfg
+        for part in key.split("."):
+            out = getattr(out, part)
+        return out
+
+    return {p: value(PARAM_KEYS[p]) for p in search_params(cfg)}
+
+
+def describe_setting(values: dict[str, Any]) -> str:
+    """``lam=0.5, delta=0.5, gamma=1``: a setting for one line of output."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def default_point(cfg: ServiceConfig) -> tuple[dict[str, Any] | None, str]:
+    """``(point, "")``: the config's own setting (:func:`own_setting`) as a point of
+    :func:`search_space` (lam as the tune.lam_grid value it equals, within 1e-9), for the
+    searcher's ``points_to_evaluate``; or ``(None, reason)`` when a value lies outside the
+    space, the reason naming the config key and the search range it misses."""
+    t = cfg.tune
+    point: dict[str, Any] = {}
+    for p, v in own_setting(cfg).items():
+        key = PARAM_KEYS[p]
+        if p == "lam":
+            hit = [float(g) for g in t.lam_grid if abs(float(g) - float(v)) <= 1e-9]
+            if not hit:
+                return None, f"{key} = {float(v):g} is not in tune.lam_grid {[float(g) for g in t.lam_grid]}"
+            point[p] = hit[0]
+        elif p == "model":
+            if v not in (t.models or []):
+                return None, f"{key} = {v} is not in tune.models {list(t.models or [])}"
+            point[p] = str(v)
+        else:
+            lo, hi = (float(x) for x in getattr(t, p))
+            tol = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+            if not lo - tol <= float(v) <= hi + tol:
+                return None, f"{key} = {float(v):g} is outside tune.{p} [{lo:g}, {hi:g}]"
+            point[p] = min(max(float(v), lo), hi)
+    return point, ""
+
+
 def make_searcher(cfg: ServiceConfig, max_concurrent: int, metric: str, mode: str) -> Any:
     """The searcher of ``tune.search`` (see the module docstring), limited to ``max_concurrent``
-    trials at once."""
+    trials at once; with ``tune.start_from_defaults`` its first trial is :func:`default_point`
+    (where there is one)."""
     t = cfg.tune
+    point = default_point(cfg)[0] if t.start_from_defaults else None
+    points = [point] if point is not None else None
     if t.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(max_concurrent=int(max_concurrent), random_state=int(t.seed))
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=int(max_concurrent),
+                                     random_state=int(t.seed))
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -86,7 +142,8 @@ def make_searcher(cfg: ServiceConfig, max_concurrent: int, metric: str, mode: st
             super().on_trial_result(trial_id, result)
 
     sampler = optuna.samplers.TPESampler(seed=int(t.seed), n_startup_trials=n_startup(int(t.num_samples)))
-    return ConcurrencyLimiter(ValidatedEpochsOptunaSearch(metric=metric, mode=mode, sampler=sampler),
+    return ConcurrencyLimiter(ValidatedEpochsOptunaSearch(metric=metric, mode=mode, sampler=sampler,
+                                                          points_to_evaluate=points),
                               max_concurrent=int(max_concurrent))
 
 
@@ -100,8 +157,9 @@ def grid_space(cfg: ServiceConfig) -> dict[str, Any]:
 
 
 def search_space(cfg: ServiceConfig) -> dict[str, Any]:
-    """lambda from tune.lam_grid (categorical), delta and gamma uniform in their ranges;
-    lr log-uniform and the architecture when tune.lr / tune.models are set."""
+    """lambda from tune.lam_grid (categorical), delta and gamma uniform in their ranges; lr and
+    weight_decay log-uniform, fg_oversample uniform and the architecture (categorical) when
+    tune.lr / tune.weight_decay / tune.fg_oversample / tune.models are set."""
     from ray import tune
 
     t = cfg.tune
@@ -110,6 +168,10 @@ def search_space(cfg: ServiceConfig) -> dict[str, Any]:
                              "gamma": tune.uniform(*map(float, t.gamma))}
     if t.lr:
         space["lr"] = tune.loguniform(*map(float, t.lr))
+    if t.weight_decay:
+        space["weight_decay"] = tune.loguniform(*map(float, t.weight_decay))
+    if t.fg_oversample:
+        space["fg_oversample"] = tune.uniform(*map(float, t.fg_oversample))
     if t.models:
         space["model"] = tune.choice(list(t.models))
     return space
@@ -240,6 +302,14 @@ def run_search(plan: SweepPlan, scale: TrialScale, max_concurrent: int,
         if is_grid(plan.cfg):
             return grid_space(plan.cfg), {"num_samples": 1, "max_concurrent_trials": int(max_concurrent)}
         t = plan.cfg.tune
+        if t.start_from_defaults:
+            point, why = default_point(plan.cfg)
+            if point is not None:
+                print(f"[tune] trial 1 is the config's own setting ({describe_setting(point)}): the paper's "
+                      "defaults, points_to_evaluate", flush=True)
+            else:
+                print(f"[tune] the config's own setting ({describe_setting(own_setting(plan.cfg))}) lies outside "
+                      f"the search space ({why}): the search starts without it", flush=True)
         searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
         epochs = int(plan.cfg.train.epochs)
         scheduler = ASHAScheduler(time_attr=TIME_ATTR, metric=plan.metric, mode=plan.mode, max_t=epochs,

@@ -6,9 +6,11 @@
 2. the MLflow parent run (:mod:`tune.tracking`);
 3. the search or the grid (:mod:`tune.search`), one MLflow child run per trial;
 4. the results (:mod:`tune.results`): ``trials.csv``, ``sweep.png``, ``summary.json``;
-5. a search builds its model folder (:mod:`tune.ensemble`: the best trial, or the fold refit
-   of ``tune.refit_folds`` as parallel runs, or the ``tune.ensemble_top_k`` best
-   trials), fits its post-processing rules on validation data (``tune.postprocess``) and
+4b. a search's control arm and confirmation runs (:mod:`tune.confirm`: the reference setting and the
+   best settings trained again with new seeds; ``summary.json``'s ``confirm`` / ``control``, the answer);
+5. a search builds its model folder (:mod:`tune.ensemble`: the confirmed arm's seed runs, the best
+   trial, or the fold refit of ``tune.refit_folds`` as parallel runs, or the ``tune.ensemble_top_k``
+   best trials), fits its post-processing rules on validation data (``tune.postprocess``) and
    registers it (:mod:`tune.hub.publish`); a grid writes its report.
 
 The objective throughout is ``tune.metric`` (:attr:`SweepPlan.metric`); ``summary.json`` says
@@ -146,23 +148,31 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
                     "plot": str(png_p)})
     from .ensemble import RefitIncomplete
 
+    top = best  # the search's best trial (``best`` becomes the registered run's row after a confirmation)
     try:
-        model = _build_model(plan, rows, parent, runs)
+        stage = _confirm_stage(plan, rows, best, parent, runs, summary)
+        if stage is not None and stage.registered_row is not None:
+            best = stage.registered_row
+        model = _build_model(plan, rows, parent, runs, stage)
     except RefitIncomplete as e:
         return _refit_incomplete(plan, parent, summary, [csv_p, png_p], runs, e)
     model_dir = model.path
-    reg = _register(plan, parent, best, model_dir, runs, model=model)
+    reg = _register(plan, parent, best, model_dir, runs, model=model,
+                    answer=summary.get("confirm", {}).get("answer"))
     summary.update({"best_model": str(model_dir), "model": model.summary(), "registered": reg,
                     "wall_seconds": round(time.time() - t0, 1), "mlflow_not_logged": runs.failures})
     write_json(summary_p, summary, indent=1, default=str)
     _close(plan, parent, "FINISHED", summary, [csv_p, png_p, summary_p], runs)
 
-    bp = ", ".join(f"{p}={best[p]:.4g}" if isinstance(best[p], float) else f"{p}={best[p]}" for p in params)
+    bp = ", ".join(f"{p}={top[p]:.4g}" if isinstance(top[p], float) else f"{p}={top[p]}" for p in params)
     print("\n[tune] trials (best first):\n" + format_table(rows, params, plan.metric))
-    obj = "" if plan.metric == METRIC else f"{plan.metric} {best['score']:.4f}, "
-    print(f"\n[tune] best: {bp}; {obj}val Dice {best['val_Dice_best']:.4f} (trial {best['trial_id']}, "
-          f"{best['epochs_run']} epochs)")
+    obj = "" if plan.metric == METRIC else f"{plan.metric} {top['score']:.4f}, "
+    print(f"\n[tune] best: {bp}; {obj}val Dice {top['val_Dice_best']:.4f} (the search's best trial "
+          f"{top['trial_id']}, {top['epochs_run']} epochs)")
     print(f"[tune] SiNG maps: computed {maps['maps_computed']}, from cache {maps['maps_cached']}")
+    if stage is not None:
+        print(stage.table)
+        print(f"[tune] answer: {stage.answer}")
     if reg:
         moved = "now @" + reg["alias"] if reg["promoted"] else f"@{reg['alias']} not moved"
         print(f"[tune] registered {reg['name']} version {reg['version']} ({moved}: {reg['why']})")
@@ -196,15 +206,32 @@ def _refit_incomplete(plan: SweepPlan, parent: str, summary: dict[str, Any], fil
     return int(e.code)
 
 
-def _build_model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any) -> Any:
-    """The model folder to register (:mod:`tune.ensemble`: the best trial's, or a refit ensemble),
-    post-processing rules fitted, one ``[tune]`` line per stage. Raises ``RefitIncomplete`` when a
-    fold refit did not finish."""
+def _confirm_stage(plan: SweepPlan, rows: list[dict[str, Any]], best: dict[str, Any], parent: str, runs: Any,
+                   summary: dict[str, Any]) -> Any:
+    """The control and confirmation runs (:mod:`tune.confirm`) when ``tune.control.seeds`` or
+    ``tune.confirm.top_k`` is set: ``summary["confirm"]`` gets the arms, the winner and the
+    answer; None when both are off."""
+    from .confirm import run_stage
+
+    t = plan.cfg.tune
+    if not (t.control.seeds or t.confirm.top_k):
+        return None
+    stage = run_stage(plan, rows, best, parent, runs)
+    summary["confirm"] = stage.summary()
+    summary["control"] = stage.summary()["arms"].get("control")
+    summary["stage_trial_ids"] = [r.trial_id for r in stage.runs]
+    return stage
+
+
+def _build_model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs: Any, stage: Any = None) -> Any:
+    """The model folder to register (:mod:`tune.ensemble`: the best trial's, the confirmed arm's
+    seed runs, or a refit ensemble), post-processing rules fitted, one ``[tune]`` line per stage.
+    Raises ``RefitIncomplete`` when a fold refit did not finish."""
     from .ensemble import build_model, fit_rules
 
     split = json.loads(plan.split_file.read_text())
     tm = time.time()
-    model = build_model(plan, rows, split, parent, runs)
+    model = build_model(plan, rows, split, parent, runs, stage)
     print(f"[tune] model: {model.describe()}; {time.time() - tm:.0f} s, in {model.path}", flush=True)
     if plan.cfg.tune.postprocess:
         tm = time.time()
@@ -220,7 +247,7 @@ def _build_model(plan: SweepPlan, rows: list[dict[str, Any]], parent: str, runs:
 
 
 def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Path, runs: Any,
-              model: Any = None) -> dict[str, Any] | None:
+              model: Any = None, answer: str | None = None) -> dict[str, Any] | None:
     """Register the best model with its card (:func:`tune.champion.sweep_card`) and exports (``mlflow.export``)."""
     from .champion import sweep_card
     from .hub.card import split_digest
@@ -239,7 +266,7 @@ def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Pat
         score, digest = float(model.score), str(model.digest)
     return runs._safe("the model registration", lambda: register(
         plan, parent, model_dir, tags, score, digest, metric=plan.metric, mode=plan.mode,
-        rule=cfg.mlflow.promote, card=lambda: sweep_card(plan, best, model_dir, split, parent),
+        rule=cfg.mlflow.promote, card=lambda: sweep_card(plan, best, model_dir, split, parent, answer=answer),
         exports=cfg.mlflow.export))
 
 

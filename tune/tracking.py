@@ -177,6 +177,9 @@ class TrialRuns(Callback):
             if "variant" in trial.config:
                 self.client.set_tag(rid, "variant", str(trial.config["variant"]))
                 self.client.set_tag(rid, "seed", str(trial.config["seed"]))
+            if "arm" in trial.config:  # a run of the control / confirmation stage (tune.confirm)
+                self.client.set_tag(rid, "arm", str(trial.config["arm"]))
+                self.client.set_tag(rid, "seed", str(trial.config["seed"]))
             return rid
 
         rid = self._safe(f"the child run of trial {tid}", open_run)
@@ -245,6 +248,7 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
         for k in ("best_val_Dice_mean", "maps_computed", "maps_cached", "n_trials", "n_stopped_early", "n_errors"):
             if isinstance(summary.get(k), (int, float)):
                 client.log_metric(parent_id, k, float(summary[k]))
+        log_answer(client, parent_id, summary)
     for f in files:
         if Path(f).exists():
             client.log_artifact(parent_id, str(f))
@@ -253,11 +257,34 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
         client.set_terminated(r.info.run_id, status="KILLED")
     if status == "FINISHED" and summary and summary.get("trials"):
         try:
-            drop_lost_trials(client, exp, parent_id, {str(t.get("trial_id")) for t in summary["trials"]})
+            drop_lost_trials(client, exp, parent_id, {str(t.get("trial_id")) for t in summary["trials"]}
+                             | {str(t) for t in summary.get("stage_trial_ids") or []})
         except Exception as e:  # noqa: BLE001 - tidying must not keep the parent run open
             print(f"[tune] MLflow: could not tidy the child runs of lost trials ({type(e).__name__}: {e})",
                   flush=True)
     client.set_terminated(parent_id, status=status)
+
+
+def log_answer(client: Any, parent_id: str, summary: dict[str, Any]) -> None:
+    """The control / confirmation stage on the parent run (:mod:`tune.confirm`): tag ``answer``
+    (the sentence), tags ``winner`` and ``beats_control``, metrics ``control_mean``, ``control_sd``
+    (the noise floor), ``winner_mean``, ``winner_gain`` and its CI ``winner_gain_ci_low/high``."""
+    conf = summary.get("confirm") or {}
+    if not conf.get("answer"):
+        return
+    client.set_tag(parent_id, "answer", str(conf["answer"])[:4000])
+    client.set_tag(parent_id, "winner", str(conf.get("winner")))
+    client.set_tag(parent_id, "beats_control", str(conf.get("beats_control")))
+    arms = conf.get("arms") or {}
+    vals = {"control_mean": (arms.get("control") or {}).get("mean"), "control_sd": conf.get("noise_floor_sd"),
+            "winner_mean": (arms.get(conf.get("winner")) or {}).get("mean")}
+    vs = (arms.get(conf.get("winner")) or {}).get("vs_control") or {}
+    if vs:
+        vals.update({"winner_gain": vs.get("gain"), "winner_gain_ci_low": (vs.get("ci") or [None])[0],
+                     "winner_gain_ci_high": (vs.get("ci") or [None, None])[1]})
+    for k, v in vals.items():
+        if isinstance(v, (int, float)) and v == v:
+            client.log_metric(parent_id, k, float(v))
 
 
 def drop_lost_trials(client: Any, experiment_id: str, parent_id: str, trial_ids: set[str]) -> list[str]:

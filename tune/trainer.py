@@ -34,12 +34,12 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from singr.engine.trainer import BEST, LAST, Callback
+from singr.engine.trainer import BEST, LAST, VAL_CASES, Callback
 
 from .config import ServiceConfig
 from .nodes import node_label
 
-CKPT_FILES = (LAST, BEST)
+CKPT_FILES = (LAST, BEST, VAL_CASES)
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
@@ -254,6 +254,8 @@ def _train(config: dict[str, Any], rank: int, world: int, device: Any, wrap_mode
         if rank == 0 and (local / BEST).exists():
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(local / BEST, ckpt_dir / BEST)  # the trial's best so far
+            if (local / VAL_CASES).exists():
+                shutil.copy2(local / VAL_CASES, ckpt_dir / VAL_CASES)
     nodes = _gather_nodes(rank, world)
     system = SystemSampler()
     clock = dict(config.get("clock") or {})

@@ -110,6 +110,8 @@ class TrainConfig(Section):
     patch_size: Size3
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
     weight_decay: NonNegFloat
+    fg_oversample: UnitFloat = Field(description="share of training crops centred on a random tumour voxel "
+                                     "(nnU-Net's oversample_foreground_percent, 0.33 there); 0: uniform random crops")
     val_every: PosInt
     val_max_cases: Optional[PosInt]
     device: Device

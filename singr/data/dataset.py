@@ -29,8 +29,10 @@ from ..errors import SingrInputError
 from ..preprocess import PreparedCase, load_prepared
 from ..sing import DistanceCache, SingSettings, sing_from_distances
 
-__all__ = ["train_augmentation", "monai_augmentation", "PatchAugment", "MonaiAugment", "random_window", "pad_to",
-           "PatchDataset"]
+__all__ = ["train_augmentation", "monai_augmentation", "PatchAugment", "MonaiAugment", "random_window",
+           "foreground_window", "pad_to", "PatchDataset"]
+
+FG_SAMPLE = 20000  # at most this many foreground voxels kept per case for foreground-centred crops
 
 
 class PatchAugment:
@@ -133,6 +135,22 @@ def random_window(shape: Sequence[int], patch: Sequence[int], rng: np.random.Gen
     return tuple(out)
 
 
+def foreground_window(shape: Sequence[int], patch: Sequence[int], center: Sequence[int]) -> tuple[slice, ...]:
+    """The crop of ``patch`` (clipped to ``shape``, as :func:`random_window`'s) centred on the
+    voxel ``center`` and shifted to lie inside ``shape``.
+
+    On each axis the window is ``[start, start + p)`` with ``p = min(patch, shape)`` and
+    ``start = clip(center - p // 2, 0, shape - p)``: ``center`` always lies inside it, and it
+    is the exact centre unless the volume's border is in the way.
+    """
+    out = []
+    for s, p, c in zip(shape, patch, center):
+        p = min(int(p), int(s))
+        start = min(max(int(c) - p // 2, 0), int(s) - p)
+        out.append(slice(start, start + p))
+    return tuple(out)
+
+
 def pad_to(arr: np.ndarray, patch: Sequence[int], value: float) -> np.ndarray:
     """Pad the spatial axes of ``arr`` (C, ...) at their end up to ``patch`` with ``value``
     (one allocation and one copy; ``arr`` itself when nothing is missing)."""
@@ -147,6 +165,14 @@ def pad_to(arr: np.ndarray, patch: Sequence[int], value: float) -> np.ndarray:
 class PatchDataset(torch.utils.data.Dataset):
     """``num_samples`` random patches from randomly chosen cases.
 
+    With ``fg_oversample = p > 0`` (nnU-Net's oversample_foreground_percent), each sample
+    is, with probability p, a crop centred on a random foreground voxel of its case (any
+    region, their union; :func:`foreground_window`) instead of a uniformly random one
+    (:func:`random_window`); a case without foreground always gets a random one. The
+    foreground voxels are found once per case (at most ``FG_SAMPLE`` of them kept, an evenly
+    spaced subsample). With p = 0 no extra number is drawn: samples are exactly those of a
+    dataset without the option.
+
     Each item: ``{"image": (C, p, p, p) float32, "target": (R, p, p, p) float32}``; the
     target is the SiNG map for (lambda, delta) built from the distance cache inside the
     crop only, or the binary regions for a hard-label loss. Volumes smaller than the patch
@@ -156,7 +182,10 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __init__(self, cache_dir: str | Path, case_ids: Sequence[str], patch_size: Sequence[int],
                  num_samples: int, regression: bool, settings: SingSettings, delta: float,
-                 augment: Any, seed: int = 0, in_memory: bool = False):
+                 augment: Any, seed: int = 0, in_memory: bool = False, fg_oversample: float = 0.0):
+        if not 0.0 <= float(fg_oversample) <= 1.0:  # NaN fails too
+            raise SingrInputError(f"fg_oversample = {fg_oversample}; expected a probability in [0, 1] "
+                                  "(the share of crops centred on a foreground voxel)")
         if not case_ids:
             raise SingrInputError("no training cases: the split's train list is empty")
         self.cache_dir = Path(cache_dir)
@@ -168,7 +197,9 @@ class PatchDataset(torch.utils.data.Dataset):
         self.delta = float(delta)
         self.seed = int(seed)
         self.in_memory = in_memory
+        self.fg_oversample = float(fg_oversample)
         self.epoch = 0
+        self._fg: dict[str, np.ndarray] = {}  # case id -> (n, 3) foreground voxels (a subsample)
         self._cases: dict[str, PreparedCase] = {}
         self._dist: dict[tuple[str, str], Any] = {}
         self.augment = augment
@@ -201,11 +232,32 @@ class PatchDataset(torch.utils.data.Dataset):
                                                    image, self.settings, prep.spacing)
         return self._dist[key]
 
+    def _foreground(self, prep: PreparedCase) -> np.ndarray:
+        """(n, 3) int coordinates of foreground voxels (any region) of ``prep``, at most
+        ``FG_SAMPLE`` evenly spaced ones of np.argwhere's order; computed once per case."""
+        if prep.case_id not in self._fg:
+            assert prep.regions is not None
+            regions = prep.regions if isinstance(prep.regions, np.ndarray) else prep.regions[...]  # lazy: whole
+            union = np.asarray(regions).any(axis=0)
+            coords = np.argwhere(union)
+            if len(coords) > FG_SAMPLE:
+                coords = coords[np.linspace(0, len(coords) - 1, FG_SAMPLE).round().astype(np.int64)]
+            self._fg[prep.case_id] = np.ascontiguousarray(coords, dtype=np.int64)
+        return self._fg[prep.case_id]
+
+    def _window(self, prep: PreparedCase, rng: np.random.Generator) -> tuple[slice, ...]:
+        shape = prep.image.shape[1:]
+        if self.fg_oversample > 0 and rng.random() < self.fg_oversample:
+            fg = self._foreground(prep)
+            if len(fg):
+                return foreground_window(shape, self.patch, fg[int(rng.integers(len(fg)))])
+        return random_window(shape, self.patch, rng)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         cid = self.case_ids[int(rng.integers(len(self.case_ids)))]
         prep = self._case(cid)
-        win = random_window(prep.image.shape[1:], self.patch, rng)
+        win = self._window(prep, rng)
         image = np.asarray(prep.image[(slice(None),) + win], dtype=np.float32)
         if self.regression:
             target = np.stack([sing_from_distances(self._distances(prep, r), self.delta, win)

@@ -50,6 +50,7 @@ __all__ = ["Callback", "Trainer", "TrainResult", "fit", "loss_from_config", "see
 
 BEST = "best" + CHECKPOINT_SUFFIX
 LAST = "last" + CHECKPOINT_SUFFIX
+VAL_CASES = "best_val_cases.json"  # the best epoch's per-case validation rows, beside BEST
 
 
 def resolve_train_device(name: str) -> torch.device:
@@ -172,6 +173,7 @@ class Trainer:
         self.select = str(cfg.train.select_metric)
         self.select_max = SELECT_METRICS[self.select] == "max"
         self.best, self.best_epoch, self.start_epoch = self._no_best(), -1, 0
+        self.last_val_cases: list[dict[str, Any]] = []
         self.meta: ModelMeta | None = None  # set by setup()
         self.last_timing: dict[str, float] = {}  # the last epoch's times (train_epoch)
         self.setup_timing: dict[str, float] = {}  # where setup() spent its time (set by setup)
@@ -221,7 +223,8 @@ class Trainer:
                                     regression, sing_settings(cfg), float(cfg.sing.delta),
                                     train_augmentation(a.flip_prob, a.intensity_prob, a.intensity_scale,
                                                        a.intensity_shift),
-                                    seed=int(tr.seed) * 1000 + self.rank, in_memory=bool(cfg.data.cache_in_memory))
+                                    seed=int(tr.seed) * 1000 + self.rank, in_memory=bool(cfg.data.cache_in_memory),
+                                    fg_oversample=float(tr.fg_oversample))
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=int(tr.batch_size), shuffle=False,
                                                   num_workers=int(cfg.data.num_workers), drop_last=True,
                                                   pin_memory=self.device.type == "cuda")
@@ -305,8 +308,9 @@ class Trainer:
 
     def validate_epoch(self, epoch: int) -> dict[str, float]:
         """Rank 0: mean validation metrics of the current network (``val_*`` keys)."""
-        means, _ = validate(self.model, self.cfg, self.paths.cache_dir, self.val_ids, self.device,
-                            progress=self.progress, lesion=self.select.startswith("val_Lesion"))
+        means, rows = validate(self.model, self.cfg, self.paths.cache_dir, self.val_ids, self.device,
+                               progress=self.progress, lesion=self.select.startswith("val_Lesion"))
+        self.last_val_cases = rows
         return {f"val_{k}": v for k, v in means.items()}
 
     def checkpoint(self, epoch: int, row: dict[str, Any], improved: bool) -> dict[str, Path]:
@@ -322,6 +326,9 @@ class Trainer:
             best = Checkpoint(model_state=state.model_state, meta=self.meta, config=state.config, epoch=epoch,
                               best_metric=self.best, metrics=state.metrics)
             files["best"] = save_checkpoint(self.ckpt_dir / BEST, best)
+            if self.last_val_cases:  # the best epoch's per-case scores: paired comparisons between runs (tune)
+                files["val_cases"] = write_json(self.ckpt_dir / VAL_CASES, {
+                    "epoch": epoch + 1, "select_metric": self.select, "cases": self.last_val_cases})
         files["last"] = save_checkpoint(self.ckpt_dir / LAST, state)
         return files
 

@@ -376,6 +376,9 @@ def _sections(card: Mapping[str, Any], name: str | None, version: Any) -> list[t
             f"| hardware | {_hardware_line(card.get('hardware') or {})} |"]
     out: list[tuple[str, list[str]]] = [("head", head), ("metrics", ["", "## Metrics per region", "",
                                                                      *_metric_table(card)])]
+    answer = (card.get("search") or {}).get("answer")
+    if answer:
+        out.insert(1, ("search", ["", f"**Search answer** (control and confirmation runs): {answer}."]))
     promo = card.get("promotion") or {}
     if promo:
         out.insert(1, ("promotion", ["", f"**Promotion** (`mlflow.promote: {promo.get('rule')}`): "

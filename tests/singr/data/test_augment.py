@@ -112,3 +112,61 @@ def test_dataset_patches_are_a_function_of_seed_epoch_and_index_and_leave_the_ca
     b.set_epoch(1)
     assert not torch.equal(a[0]["image"], b[0]["image"])
     np.testing.assert_array_equal(prep.image, kept)  # in-memory case: intensity changes never reach it
+
+
+def _small_tumour_dataset(tmp_path, fg_oversample: float | None, regression: bool = False) -> PatchDataset:
+    """A 40^3 case with a 3^3 tumour in a corner, 8^3 patches: most random crops miss it."""
+    from singr.preprocess import PreparedCase
+    from singr.sing import SingSettings
+
+    rng = np.random.default_rng(1)
+    regions = np.zeros((3, 40, 40, 40), bool)
+    regions[1, 2:5, 33:36, 1:4] = True  # WT only: the union of the regions is what counts
+    regions[2, 3, 34, 2] = True
+    prep = PreparedCase("c1", rng.normal(size=(4, 40, 40, 40)).astype(np.float32), regions, (1.0, 1.0, 1.0),
+                        ("TC", "WT", "ET"), "brats2023")
+    extra = {} if fg_oversample is None else {"fg_oversample": fg_oversample}
+    ds = PatchDataset(tmp_path, ["c1"], (8, 8, 8), 40, regression, SingSettings(lam=0.5), 0.5,
+                      PatchAugment(0.5, 1.0, 0.1, 0.1), seed=5, **extra)
+    ds._cases["c1"] = prep
+    return ds
+
+
+def test_fg_oversample_zero_draws_the_samples_of_the_default(tmp_path):
+    a, b = _small_tumour_dataset(tmp_path, None), _small_tumour_dataset(tmp_path, 0.0)
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["target"], y["target"])
+    assert not b._fg  # never looked for the foreground
+
+
+def test_fg_oversample_one_centres_every_crop_on_the_tumour(tmp_path):
+    full = _small_tumour_dataset(tmp_path, 1.0)
+    none = _small_tumour_dataset(tmp_path, 0.0)
+    hits = [bool(full[i]["target"].sum() > 0) for i in range(len(full))]
+    assert all(hits)
+    assert sum(bool(none[i]["target"].sum() > 0) for i in range(len(none))) < len(none) // 2
+    assert full[0]["image"].shape == (4, 8, 8, 8) and full[0]["target"].shape == (3, 8, 8, 8)
+    assert len(full._fg["c1"]) == 27  # found once, cached: the union of the regions
+    again = _small_tumour_dataset(tmp_path, 1.0)
+    assert torch.equal(again[3]["image"], full[3]["image"])  # still a function of (seed, epoch, index)
+
+
+def test_fg_oversample_falls_back_to_random_crops_without_foreground(tmp_path):
+    ds = _small_tumour_dataset(tmp_path, 1.0)
+    ds._cases["c1"].regions[:] = False
+    assert ds[0]["image"].shape == (4, 8, 8, 8) and len(ds._fg["c1"]) == 0
+
+
+def test_foreground_window_is_centred_and_clipped_to_the_volume():
+    from singr.data.dataset import foreground_window
+
+    assert foreground_window((40, 40, 40), (8, 8, 8), (20, 20, 20)) == (slice(16, 24),) * 3
+    assert foreground_window((40, 40, 40), (8, 8, 8), (1, 38, 20)) == (slice(0, 8), slice(32, 40), slice(16, 24))
+    assert foreground_window((5, 40, 40), (8, 8, 8), (2, 0, 39)) == (slice(0, 5), slice(0, 8), slice(32, 40))
+
+
+def test_a_bad_fg_oversample_is_named(tmp_path):
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="fg_oversample"):
+            _small_tumour_dataset(tmp_path, bad)
