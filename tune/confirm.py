@@ -16,54 +16,32 @@ objective, ``tune.metric``), their ``mean``, ``sd``, ``se`` and ``n``; per arm a
 control, the paired differences ``d[seed, case] = arm - control`` (each run's best epoch's
 per-case scores, ``best_val_cases.json``; the other way round for HD95 objectives), their
 mean ``gain`` and the 95 % bootstrap interval resampling seeds and cases
-(:func:`tune.stats.bootstrap_ci_2way`). The **winner** is the arm with the best mean; it
-**beats the control** when its interval lies above 0 (at least ``MIN_CASES`` cases). The
+(:func:`tune.stats.bootstrap_ci_2way`; the arithmetic is :mod:`tune.verdict`). The **winner**
+is the arm with the best mean; it **beats the control** when its interval lies above 0 (at least ``MIN_CASES`` cases and
+``MIN_SEEDS`` paired seeds: with one seed the interval ignores the seed-to-seed spread). The
 arm registered (``chosen``): the winner when it beats the control (or there is no control),
 else the control: "no setting beat the paper's defaults beyond noise" is an answer, and the
 registered model is then the defaults' seed ensemble.
 
 With ``tune.confirm.top_k = 0`` and a control, the search's best trial is compared with the
-control the same way (its one run against the control's seeds) and registered as before.
+control the same way (its one run against the control's seeds: optimistic, it was chosen on
+these cases) and registered as before. The arms are chosen once and kept in
+``confirm/arms.json``: running the command again resumes or reprints the same stage.
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .plan import PARAM_KEYS, SweepPlan, metric_mode, search_params
+from .verdict import CONTROL, Arm, RunScore, analyse, describe, fmt_setting, format_arms
 
 __all__ = ["Arm", "RunScore", "Stage", "run_stage", "format_arms", "reference_params", "choose_arms",
            "stage_seeds", "analyse", "describe", "run_confirm", "confirm_dir", "CONTROL"]
 
-CONTROL = "control"
-MIN_CASES = 3
-
-
-@dataclass
-class Arm:
-    """A setting the stage trains: its name, hyperparameters (search keys) and where it came from."""
-
-    name: str
-    params: dict[str, Any]
-    source: str
-    search_trial: str | None = None
-    search_score: float | None = None
-
-
-@dataclass
-class RunScore:
-    """One finished run of an arm: its seed, best validation score and per-case scores."""
-
-    arm: str
-    seed: int
-    score: float
-    cases: dict[str, float] = field(default_factory=dict)
-    trial_id: str = ""
-    checkpoint_path: str | None = None
-    row: dict[str, Any] = field(default_factory=dict)
+PAPER = {"lam": 0.5, "delta": 0.5, "gamma": 1.0}  # SiNGR's lambda, delta, gamma (configs/brats.yaml)
 
 
 def confirm_dir(plan: SweepPlan) -> Path:
@@ -88,8 +66,9 @@ def reference_params(plan: SweepPlan, champion: Mapping[str, Any] | None = None)
             if v not in (None, "", "None"):
                 got[p] = v if p == "model" else float(v)
         return got, f"the champion's setting (version {champion.get('version', '?')})"
-    return own, "the paper's defaults" if plan.cfg.tune.control.reference == "defaults" else \
-        "the config's own setting (no champion yet)"
+    paper = all(abs(float(own.get(k, v)) - v) < 1e-9 for k, v in PAPER.items())
+    words = "the paper's defaults" if paper else "the config's own setting"
+    return own, words if plan.cfg.tune.control.reference == "defaults" else f"{words} (no champion yet)"
 
 
 def _key(params: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -130,127 +109,6 @@ def choose_arms(plan: SweepPlan, rows: Sequence[Mapping[str, Any]], reference: d
         arms.append(Arm(f"top_{n}", p, f"trial {r['trial_id']} of the search (score {float(score):.4f})",
                         str(r["trial_id"]), float(score)))
     return arms
-
-
-def _fmt(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def analyse(arms: Sequence[Arm], runs: Sequence[RunScore], metric: str, *, seed: int = 0,
-            search_best: RunScore | None = None) -> dict[str, Any]:
-    """Means, spreads and paired comparisons with the control (module docstring); JSON-able.
-
-    Returns ``{"metric", "arms": {name: {params, source, n, mean, sd, se, scores, seeds,
-    trial_ids, vs_control}}, "winner", "chosen", "beats_control", "noise_floor_sd", "answer"}``;
-    ``vs_control`` = ``{gain, ci, n_cases, n_seeds, significant}`` (None for the control itself
-    or without one). ``search_best``: with no confirmed arm, the search's best trial as the
-    one challenger (arm ``best_trial``)."""
-    from .stats import bootstrap_ci_2way, mean_se
-
-    higher = metric_mode(metric) == "max"
-    by_arm: dict[str, list[RunScore]] = {a.name: [] for a in arms}
-    for r in runs:
-        if r.arm in by_arm and r.score == r.score:
-            by_arm[r.arm].append(r)
-    arm_list = list(arms)
-    if search_best is not None and not any(a.name != CONTROL for a in arms):
-        arm_list.append(Arm("best_trial", dict(search_best.row.get("params") or {}),
-                            f"trial {search_best.trial_id}, the search's best"))
-        by_arm["best_trial"] = [search_best]
-    control = by_arm.get(CONTROL) or []
-    out: dict[str, Any] = {"metric": metric, "arms": {}}
-    for a in arm_list:
-        got = sorted(by_arm.get(a.name, []), key=lambda r: r.seed)
-        scores = [r.score for r in got]
-        mean, se, n = mean_se(scores)
-        sd = se * math.sqrt(n) if n > 1 else math.nan
-        rec: dict[str, Any] = {"params": a.params, "source": a.source, "n": n, "mean": mean, "sd": sd, "se": se,
-                               "scores": scores, "seeds": [r.seed for r in got],
-                               "trial_ids": [r.trial_id for r in got], "search_trial": a.search_trial,
-                               "search_score": a.search_score, "vs_control": None}
-        if a.name != CONTROL and control and got:
-            rec["vs_control"] = _paired(got, control, higher, seed, bootstrap_ci_2way)
-        out["arms"][a.name] = rec
-    scored = [(name, rec["mean"]) for name, rec in out["arms"].items() if rec["n"] and rec["mean"] == rec["mean"]]
-    if not scored:
-        out.update({"winner": None, "chosen": None, "beats_control": None, "noise_floor_sd": None})
-        return out
-    sign = 1.0 if higher else -1.0
-    winner = max(scored, key=lambda x: (sign * x[1], x[0] == CONTROL))[0]  # ties go to the control
-    vs = out["arms"][winner]["vs_control"]
-    beats = None if winner == CONTROL or vs is None else bool(vs["significant"])
-    has_control = bool(control)
-    chosen = winner if (beats or not has_control or winner == CONTROL) else CONTROL
-    if search_best is not None and "best_trial" in out["arms"]:
-        chosen = "best_trial"  # without confirmation the search's best is registered as before
-    c = out["arms"].get(CONTROL)
-    out.update({"winner": winner, "chosen": chosen, "beats_control": beats,
-                "noise_floor_sd": c["sd"] if c else None})
-    return out
-
-
-def _paired(arm: Sequence[RunScore], control: Sequence[RunScore], higher: bool, seed: int, ci2: Any
-            ) -> dict[str, Any]:
-    """``d[seed, case]`` of ``arm`` minus ``control`` (sign flipped for lower-is-better): runs of the
-    same seed pair; with no common seed, the arm's per-case mean pairs with each control run."""
-    import numpy as np
-
-    ctrl = {r.seed: r.cases for r in control}
-    pairs = [(r.cases, ctrl[r.seed]) for r in arm if r.seed in ctrl]
-    if not pairs:
-        keys = set.intersection(*(set(r.cases) for r in arm)) if arm else set()
-        mean_arm = {k: float(np.mean([r.cases[k] for r in arm])) for k in keys}
-        pairs = [(mean_arm, c) for c in ctrl.values()]
-    cases = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
-    s = 1.0 if higher else -1.0
-    d = np.array([[s * (float(a[k]) - float(b[k])) for k in cases] for a, b in pairs], dtype=float)
-    if d.size:
-        d = d[:, np.isfinite(d).all(axis=0)]
-    n_cases = int(d.shape[1]) if d.size else 0
-    if not n_cases:
-        return {"gain": math.nan, "ci": [math.nan, math.nan], "n_cases": 0, "n_seeds": len(pairs),
-                "significant": False}
-    lo, hi = ci2(d, seed=seed)
-    return {"gain": float(d.mean()), "ci": [float(lo), float(hi)], "n_cases": n_cases, "n_seeds": len(pairs),
-            "significant": bool(n_cases >= MIN_CASES and lo > 0)}
-
-
-def describe(result: Mapping[str, Any], reference_words: str, ensemble: bool) -> str:
-    """The sweep's answer in one sentence (the last lines, the parent run's ``answer`` tag, the card)."""
-    arms, metric = result.get("arms") or {}, str(result.get("metric", "val_Dice_mean"))
-    name = "val Dice" if metric == "val_Dice_mean" else metric
-    winner, chosen = result.get("winner"), result.get("chosen")
-    if winner is None:
-        return "no run of the control or confirmation stage finished with a score"
-    what = "seed ensemble" if ensemble and (arms.get(chosen) or {}).get("n", 0) > 1 else "best run"
-
-    def line(arm: str) -> str:
-        a = arms[arm]
-        se = f" ± {a['se']:.4f}" if a["se"] == a["se"] else ""
-        return f"{arm} ({_fmt(a['params'])}): {name} {a['mean']:.4f}{se} over {a['n']} run(s)"
-
-    if chosen == "best_trial":
-        vs = arms["best_trial"].get("vs_control") or {}
-        lo, hi = (vs.get("ci") or [math.nan, math.nan])
-        verdict = "beat" if vs.get("significant") else "did not beat"
-        return (f"the search's best trial {verdict} {reference_words} beyond noise: {line('best_trial')} against "
-                f"{line(CONTROL)}; gain {vs.get('gain', math.nan):+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] over "
-                f"{vs.get('n_cases', 0)} validation cases; registered the best trial (tune.confirm.top_k = 0: no "
-                "confirmation)")
-    if CONTROL not in arms:
-        return f"the confirmed winner is {line(winner)}; no control arm (tune.control.seeds = 0), so no " \
-               f"comparison with {reference_words}; registered its {what}"
-    if winner == CONTROL:
-        return (f"no searched setting beat {reference_words}: the control had the best mean, {line(CONTROL)}; "
-                f"registered the control's {what}")
-    vs = arms[winner]["vs_control"] or {}
-    lo, hi = (vs.get("ci") or [math.nan, math.nan])
-    gain = (f"gain {vs.get('gain', math.nan):+.4f}, 95% CI [{lo:+.4f}, {hi:+.4f}] over {vs.get('n_cases', 0)} "
-            f"validation cases x {vs.get('n_seeds', 0)} seed(s)")
-    if result.get("beats_control"):
-        return f"{line(winner)} beat {reference_words} beyond noise ({gain}); registered its {what}"
-    return (f"no setting beat {reference_words} beyond noise: the best, {line(winner)}, {gain}; registered the "
-            f"control's {what}")
 
 
 def _case_scores(checkpoint_path: str | None, metric: str) -> dict[str, float]:
@@ -320,7 +178,8 @@ def run_confirm(plan: SweepPlan, arms: Sequence[Arm], parent: str, runs: Any) ->
     scale = scaling(cfg, resources)
     conc = concurrency(cfg, resources, scale, len(specs))
     keys = sorted({k for s in specs for k in s})
-    print(f"[tune] confirmation: {len(specs)} runs ({', '.join(f'{a.name}: {_fmt(a.params)}' for a in arms)}) with "
+    shown = ", ".join(f"{a.name}: {fmt_setting(a.params)}" for a in arms)
+    print(f"[tune] confirmation: {len(specs)} runs ({shown}) with "
           f"seeds {seeds}, {cfg.train.epochs} epochs each, no early stopping; {how_trials_train(cfg, scale)}, up to "
           f"{conc} at once; in {exp}", flush=True)
     stage_runs = TrialRuns(cplan, parent)
@@ -361,19 +220,6 @@ def run_confirm(plan: SweepPlan, arms: Sequence[Arm], parent: str, runs: Any) ->
     return out, facts
 
 
-def format_arms(result: Mapping[str, Any]) -> str:
-    """The stage's table: one line per arm (mean ± SE over its runs, gain over the control with its CI)."""
-    arms = result.get("arms") or {}
-    lines = [f"[tune] {'arm':<10} {'n':>2} {'mean':>8} {'± se':>8} {'gain vs control [95% CI]':<30} setting"]
-    for name, a in arms.items():
-        vs = a.get("vs_control")
-        gain = "-" if not vs else f"{vs['gain']:+.4f} [{vs['ci'][0]:+.4f}, {vs['ci'][1]:+.4f}]"
-        mark = " <- winner" if name == result.get("winner") else ""
-        lines.append(f"[tune] {name:<10} {a['n']:>2} {a['mean']:>8.4f} {a['se']:>8.4f} {gain:<30} "
-                     f"{_fmt(a['params'])}{mark}")
-    return "\n".join(lines)
-
-
 @dataclass
 class Stage:
     """What the stage ran and concluded (:func:`run_stage`)."""
@@ -385,10 +231,11 @@ class Stage:
     reference_words: str
     ensemble: bool
     confirming: bool
+    registered: str | None = None  # what is registered when it is not the chosen arm's runs (refit, top-k)
 
     @property
     def answer(self) -> str:
-        return describe(self.result, self.reference_words, self.ensemble)
+        return describe(self.result, self.reference_words, self.ensemble, self.registered)
 
     @property
     def chosen(self) -> str:
@@ -433,13 +280,53 @@ def _champion_tags(plan: SweepPlan) -> dict[str, Any] | None:
     return {**dict(mv.tags or {}), "version": mv.version}
 
 
+def _stage_arms(plan: SweepPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Arm], str]:
+    """The arms of the stage and the reference's words: chosen once and kept in ``confirm/arms.json``,
+    so that running the command again (to resume, or to reprint) trains and reports the same arms
+    even after the champion moved; a changed ``tune.control`` / ``tune.confirm`` is refused."""
+    from singr.io import write_json
+
+    t = plan.cfg.tune
+    saved = check_stage(plan)
+    if saved is not None:
+        return [Arm(**a) for a in saved["arms"]], str(saved["reference"])
+    f = confirm_dir(plan) / "arms.json"
+    champion = _champion_tags(plan) if t.control.reference == "champion" else None
+    reference, words = reference_params(plan, champion)
+    arms = choose_arms(plan, rows, reference, words)
+    write_json(f, {"keys": _stage_keys(plan), "reference": words, "arms": [a.__dict__ for a in arms]})
+    return arms, words
+
+
+def _stage_keys(plan: SweepPlan) -> dict[str, Any]:
+    t = plan.cfg.tune
+    return {"control": t.control.model_dump(), "confirm": t.confirm.model_dump(), "seeds": stage_seeds(plan)}
+
+
+def check_stage(plan: SweepPlan) -> dict[str, Any] | None:
+    """The saved arms of a sweep that ran its stage (``confirm/arms.json``), or None; a command
+    asking for other ``tune.control`` / ``tune.confirm`` settings is refused (``SingrInputError``)
+    before any work, like a changed budget (:func:`tune.sweep.check_budget`)."""
+    from singr.errors import SingrInputError
+
+    f = confirm_dir(plan) / "arms.json"
+    if not f.exists():
+        return None
+    saved: dict[str, Any] = json.loads(f.read_text())
+    keys = _stage_keys(plan)
+    if saved.get("keys") != keys:
+        raise SingrInputError(
+            f"the sweep {plan.name!r} ran its control and confirmation with {json.dumps(saved.get('keys'))}; this "
+            f"command asks for {json.dumps(keys)}. Pick a new tune.name for a new sweep, or rerun with the old "
+            "settings to resume or reprint it", path=f)
+    return saved
+
+
 def run_stage(plan: SweepPlan, rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any], parent: str,
               runs: Any) -> Stage:
     """The stage of the module docstring: arms chosen, trained (:func:`run_confirm`), analysed."""
     t = plan.cfg.tune
-    champion = _champion_tags(plan) if t.control.reference == "champion" else None
-    reference, words = reference_params(plan, champion)
-    arms = choose_arms(plan, rows, reference, words)
+    arms, words = _stage_arms(plan, rows)
     got, facts = run_confirm(plan, arms, parent, runs) if arms else ([], {})
     search_best = search_best_run(plan, best) if not t.confirm.top_k else None
     result = analyse(arms, got, plan.metric, seed=int(t.seed), search_best=search_best)

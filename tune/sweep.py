@@ -60,6 +60,10 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
     from .trainer import how_trials_train, scaling
 
     check_budget(plan, resume)
+    if resume:
+        from .confirm import check_stage
+
+        check_stage(plan)  # a changed tune.control / tune.confirm is refused before any work
     cfg = plan.cfg
     if cfg.tune.refit_folds:  # the folds exist (and fit the cases) before hours of search
         from .ensemble import prepare_folds
@@ -217,6 +221,10 @@ def _confirm_stage(plan: SweepPlan, rows: list[dict[str, Any]], best: dict[str, 
     if not (t.control.seeds or t.confirm.top_k):
         return None
     stage = run_stage(plan, rows, best, parent, runs)
+    if t.refit_folds:
+        stage.registered = f"the {stage.chosen} setting refitted on {t.refit_folds} folds (tune.refit_folds)"
+    elif t.ensemble_top_k:
+        stage.registered = f"the search's {t.ensemble_top_k} best trials together (tune.ensemble_top_k)"
     summary["confirm"] = stage.summary()
     summary["control"] = stage.summary()["arms"].get("control")
     summary["stage_trial_ids"] = [r.trial_id for r in stage.runs]
@@ -258,8 +266,9 @@ def _register(plan: SweepPlan, parent: str, best: dict[str, Any], model_dir: Pat
     tags = {"lam": best.get("lam"), "delta": best.get("delta"), "gamma": best.get("gamma"),
             "model": best.get("model") or cfg.model.name, METRIC: round(best["val_Dice_best"], 6),
             "trial_id": best["trial_id"], "sweep": plan.name}
-    if "lr" in best:
-        tags["lr"] = best["lr"]
+    for p in search_params(cfg):  # every searched value (lr, weight_decay, fg_oversample, ...)
+        if best.get(p) is not None:
+            tags[p] = best[p]
     score, digest = float(best["val_Dice_best"]), split_digest(split)
     if model is not None:  # tune.ensemble's folder: kind, members, its score in tune.metric and on what
         tags.update(model.tags())

@@ -274,6 +274,7 @@ def log_answer(client: Any, parent_id: str, summary: dict[str, Any]) -> None:
         return
     client.set_tag(parent_id, "answer", str(conf["answer"])[:4000])
     client.set_tag(parent_id, "winner", str(conf.get("winner")))
+    client.set_tag(parent_id, "chosen", str(conf.get("chosen")))
     client.set_tag(parent_id, "beats_control", str(conf.get("beats_control")))
     arms = conf.get("arms") or {}
     vals = {"control_mean": (arms.get("control") or {}).get("mean"), "control_sd": conf.get("noise_floor_sd"),

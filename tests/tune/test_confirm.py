@@ -59,6 +59,11 @@ def test_the_chosen_arm_is_registered_as_its_seed_ensemble_with_the_answer(confi
     parent = client.get_run(s["parent_run_id"])
     assert parent.data.tags["answer"] == conf["answer"][:4000]
     assert parent.data.metrics["control_mean"] == pytest.approx(conf["arms"]["control"]["mean"])
+    assert parent.data.metrics["control_sd"] == pytest.approx(conf["noise_floor_sd"])  # the noise floor
+    assert parent.data.tags["chosen"] == conf["chosen"] and parent.data.tags["winner"] == conf["winner"]
+    if conf["winner"] != "control":
+        vs = conf["arms"][conf["winner"]]["vs_control"]
+        assert parent.data.metrics["winner_gain_ci_low"] == pytest.approx(vs["ci"][0])
     kids = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     arms = sorted((r.data.tags.get("arm"), r.data.tags.get("seed")) for r in kids if r.data.tags.get("arm"))
     assert arms == [("control", "1"), ("control", "2"), ("top_1", "1"), ("top_1", "2")]
@@ -66,3 +71,19 @@ def test_the_chosen_arm_is_registered_as_its_seed_ensemble_with_the_answer(confi
     mv = client.get_model_version(s["registered"]["name"], str(s["registered"]["version"]))
     assert mv.tags["arm"] == conf["chosen"] and mv.tags["kind"] == "seeds"
     assert "Search answer" in (mv.description or "")
+
+
+def test_running_the_finished_sweep_again_reprints_the_same_answer(confirmed, smoke_data):
+    work, s = confirmed["work"], confirmed["summary"]
+    more = {"tune.num_samples": 2, "tune.max_concurrent": 2, "tune.control.seeds": 2, "tune.confirm.top_k": 1,
+            "tune.confirm.seeds": 2, "mlflow.export": [], "mlflow.card_test_metrics": False}
+    p = subprocess.run([PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(work, smoke_data, "conf", **more)],
+                       cwd=work, env=tune_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    again = sweep_summary(work, "conf")["confirm"]
+    assert again["arms"] == s["confirm"]["arms"] and again["answer"] == s["confirm"]["answer"]
+    assert "[tune] confirmation: 4 runs" in p.stdout  # restored: nothing trained again
+    more["tune.confirm.seeds"] = 1
+    p = subprocess.run([PY, "-m", "tune", "-c", "smoke.yaml", "-q", *sweep_overrides(work, smoke_data, "conf", **more)],
+                       cwd=work, env=tune_env(), capture_output=True, text=True, timeout=900)
+    assert p.returncode != 0 and "pick a new tune.name" in (p.stdout + p.stderr).lower()

@@ -46,7 +46,7 @@ def test_a_clearly_better_setting_beats_the_control_and_is_registered():
     c = r["arms"][CONTROL]
     assert c["n"] == 2 and c["seeds"] == [1, 2] and c["se"] > 0 and r["noise_floor_sd"] == pytest.approx(c["sd"])
     text = describe(r, "the paper's defaults", ensemble=True)
-    assert "beat the paper's defaults beyond noise" in text and "registered its seed ensemble" in text
+    assert "beat the paper's defaults beyond noise" in text and text.endswith("registered top_1's seed ensemble")
 
 
 def test_an_equal_setting_with_a_higher_mean_does_not_move_the_choice_off_the_control():
@@ -86,7 +86,11 @@ def test_the_search_best_trial_against_the_control_when_nothing_is_confirmed():
     vs = r["arms"]["best_trial"]["vs_control"]
     assert vs["n_seeds"] == 2 and vs["gain"] == pytest.approx(0.2, abs=0.02) and vs["significant"]
     assert r["chosen"] == "best_trial"  # registered as before; the answer says whether it beat the control
-    assert "beat the paper's defaults beyond noise" in describe(r, "the paper's defaults", ensemble=True)
+    text = describe(r, "the paper's defaults", ensemble=True)
+    assert "optimistic" in text and "beyond noise" not in text and "+0.2" in text  # one run, chosen on these cases
+    best.row = {"params": {"lam": 0.5, "delta": 0.5, "gamma": 1.0}}  # the defaults won the search themselves
+    r = analyse([_arms()[0]], _runs(CONTROL, [1, 2], BASE, noise=0.01), "val_Dice_mean", search_best=best)
+    assert "is the paper's defaults itself" in describe(r, "the paper's defaults", ensemble=True)
 
 
 def test_runs_without_scores_are_left_out_and_a_stage_without_runs_says_so():
@@ -125,3 +129,51 @@ def test_the_config_refuses_two_ways_to_choose_the_registered_model():
     with pytest.raises(SingrConfigError, match="tune.confirm.top_k"):
         load_service_config("configs/synthetic.yaml", ["tune.ensemble_top_k=2"])
     load_service_config("configs/synthetic.yaml", ["tune.ensemble_top_k=2", "tune.confirm.top_k=0"])
+
+
+def test_one_paired_seed_is_never_evidence_beyond_noise():
+    runs = _runs(CONTROL, [1], BASE, noise=0.01) + _runs("top_1", [1, 2], BASE, shift=0.1, noise=0.01)
+    r = analyse(_arms(), runs, "val_Dice_mean")
+    vs = r["arms"]["top_1"]["vs_control"]
+    assert vs["n_seeds"] == 1 and vs["ci"][0] > 0 and not vs["significant"]  # the interval ignores seed noise
+    assert r["chosen"] == CONTROL and "no evidence" in describe(r, "the paper's defaults", True)
+
+
+def test_failed_control_runs_say_so_and_the_registered_model_is_named():
+    runs = _runs("top_1", [1, 2], BASE)
+    r = analyse(_arms(), runs, "val_Dice_mean")
+    assert r["chosen"] == "top_1"
+    text = describe(r, "the paper's defaults", ensemble=True)
+    assert "the control's runs failed" in text and text.endswith("registered top_1's seed ensemble")
+    assert describe(r, "x", True, registered="the top_1 setting refitted on 3 folds").endswith("refitted on 3 folds")
+
+
+def test_runs_without_per_case_scores_leave_only_their_pairs_out():
+    runs = _runs(CONTROL, [1, 2], BASE) + _runs("top_1", [1, 2], BASE, shift=0.1)
+    runs[-1].cases = {}
+    vs = analyse(_arms(), runs, "val_Dice_mean")["arms"]["top_1"]["vs_control"]
+    assert vs["n_seeds"] == 1 and vs["n_cases"] == 8
+    for r in runs:
+        r.cases = {}
+    r = analyse(_arms(), runs, "val_Dice_mean")
+    assert r["arms"]["top_1"]["vs_control"]["n_cases"] == 0
+    assert "no per-case scores" in describe(r, "the paper's defaults", True)
+
+
+def test_a_config_that_is_not_the_papers_is_not_called_the_papers_defaults():
+    assert reference_params(_plan("sing.lam=0.25"))[1] == "the config's own setting"
+
+
+def test_the_arms_are_kept_for_a_rerun_and_a_changed_stage_is_refused(tmp_path):
+    from singr.errors import SingrInputError
+    from tune.confirm import _stage_arms
+
+    plan = _plan(f"tune.storage_path={tmp_path}", "tune.name=s", "tune.confirm.top_k=1")
+    row = {"error": False, "checkpoint_path": "x", "trial_id": "t2", "score": 0.69, "lam": 0.75, "delta": 0.4,
+           "gamma": 1.5}
+    arms, words = _stage_arms(plan, [row])
+    assert [a.name for a in arms] == [CONTROL, "top_1"] and (tmp_path / "s" / "confirm" / "arms.json").exists()
+    again, _ = _stage_arms(plan, [{**row, "lam": 0.25, "trial_id": "t9"}])  # the rerun sees other rows: same arms
+    assert [(a.name, a.params, a.search_trial) for a in again] == [(a.name, a.params, a.search_trial) for a in arms]
+    with pytest.raises(SingrInputError, match="tune.name"):
+        _stage_arms(_plan(f"tune.storage_path={tmp_path}", "tune.name=s", "tune.confirm.top_k=2"), [row])

@@ -378,7 +378,7 @@ def _sections(card: Mapping[str, Any], name: str | None, version: Any) -> list[t
                                                                      *_metric_table(card)])]
     answer = (card.get("search") or {}).get("answer")
     if answer:
-        out.insert(1, ("search", ["", f"**Search answer** (control and confirmation runs): {answer}."]))
+        out.insert(1, ("search", ["", f"**Search answer** (`tune.control`, `tune.confirm`): {answer}."]))
     promo = card.get("promotion") or {}
     if promo:
         out.insert(1, ("promotion", ["", f"**Promotion** (`mlflow.promote: {promo.get('rule')}`): "
