@@ -39,6 +39,15 @@ near 0 lie on an uncertain border); `?tta=true` averages the 8 mirrorings of the
 `?postprocess=false` returns the thresholded maps without the model's post-processing rules
 (small components removed, small ET relabelled; see `postprocess` in GET /v1/model).
 
+**DICOM**: a zip of the case's MR series (the raw body as `application/zip`, or the one file of
+a multipart upload) is read as DICOM: the series are told apart by their descriptions ("AX T1
+POST GD", "T1 MPRAGE pre", "FLAIR AX", "T2 TSE": the rule of `singr predict`) or by
+`?dicom_map=t1ce=7` (repeatable; modality = series number, SeriesInstanceUID or description);
+missing slices, mixed series, grids that disagree and unplaceable series are 422s naming the
+series. `?output=dicom-seg` returns the label map as a DICOM Segmentation (`application/dicom`,
+`seg.dcm`) that references the uploaded series, one segment per tumour region; every other
+output works for DICOM input too (the NIfTI label map is on the series' grid).
+
 `?model=challenger` (an alias, or a version such as `3`; or Serve's header
 `serve_multiplexed_model_id`) answers with that version of the served registered model instead of
 its champion, on `/v1/segment`, `/v1/jobs` and `/v1/model`, so a champion and a challenger can be
@@ -68,7 +77,8 @@ rate, idle, or over the total time: the detail names which), 409 job result aske
 is done, 413 upload too large (bytes, or voxels per volume: `max_voxels`, by default 256 x 256 x
 192; a BraTS case has 8.9 M), 415 not a NIfTI / not gzip / wrong content type, 422 missing or extra
 modality, shapes or affines that disagree or are singular, a zero, negative or NaN voxel size,
-2-D image, NaN voxels, input that is not brain-like (see `force`); 429 too many uploads from one
+2-D image, NaN voxels, input that is not brain-like (see `force`), DICOM series that cannot be read or
+placed, `?output=dicom-seg` for NIfTI input; 429 too many uploads from one
 address being read at once; 503 while the model is loading, when the replica is busy (reading
 slots, compute queue, `max_jobs`: with `Retry-After`); 504 the compute deadline passed. The body
 is always JSON `{"error", "detail", "file", "case"}`.
@@ -94,11 +104,15 @@ _SEGMENT_BODY = {
                              for m in ("flair", "t1", "t1ce", "t2", "image")},
             },
             "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+            "application/zip": {"schema": {"type": "string", "format": "binary",
+                                           "description": "a zip of the case's DICOM MR series"}},
         },
     },
     "responses": {
-        "200": {"description": "label map (.nii.gz), or JSON with ?output=json, or signed maps with ?output=signed",
+        "200": {"description": "label map (.nii.gz), or JSON with ?output=json, or signed maps with ?output=signed, "
+                               "or a DICOM SEG with ?output=dicom-seg",
                 "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
                             "application/json": {}},
                 "headers": {"X-Volume-TC-ml": {"schema": {"type": "number"},
                                                "description": "volume of region TC in ml (one header per region)"},

@@ -44,15 +44,18 @@ from .admission import Abandoned, Admission, Busy, Ticket, request_cost, watch_a
 from .api import _SEGMENT_BODY, API_VERSION, STATIC, api, json_problem, log
 from .jobs import JobStore, default_jobs_dir
 from .model import load_model
-from .respond import as_response, render
+from .respond import as_response, media_type, render
 from .settings import endpoint_settings
 from .upload import HTTPProblem, parse_upload, problem_from, read_body, upload_voxels
 from .variants import ModelVariants
 
-_Output = Literal["nifti", "json", "signed"]
+_Output = Literal["nifti", "json", "signed", "dicom-seg"]
 _Convention = Optional[Literal["brats2020", "brats2023", "binary"]]
 _OUTPUT_Q = Query("nifti", description="nifti: label map .nii.gz; json: volumes and model identity; "
-                  "signed: signed maps (4-D .nii.gz)")
+                  "signed: signed maps (4-D .nii.gz); dicom-seg: a DICOM Segmentation referencing the uploaded "
+                  "series (DICOM input only)")
+_MAP_Q = Query(None, description="DICOM input: modality=series (number, SeriesInstanceUID or description), "
+               "repeatable, for series the naming rule cannot place, e.g. dicom_map=t1ce=7")
 _CONV_Q = Query(None, description="labels of the returned map (default: the upload's naming; BraTS 2023 -> ET = 3)")
 _TTA_Q = Query(None, description="test-time mirroring (8 passes); default: the model's")
 _POST_Q = Query(None, description="apply the model's post-processing rules; default: the model's infer.postprocess")
@@ -173,25 +176,39 @@ class SingrSegmenter(ModelVariants):
     def _price(self, files: Any, names: dict[str, str], tta: bool, loaded: Any) -> float:
         """The request's cost in voxel-passes, from its headers (413 over ``max_voxels``)."""
         try:
-            voxels = upload_voxels(files, names, int(self.settings["max_voxels"]))
+            voxels = upload_voxels(files, names, int(self.settings["max_voxels"]), 4 * int(self.max_bytes))
         except Exception as e:  # noqa: BLE001 - a header problem is a 4xx
             raise problem_from(e) from None
         return request_cost(voxels, len(loaded.predictor.members), tta)
 
     async def _decode(self, files: Any, names: dict[str, str], force: bool, label_convention: Optional[str],
-                      loaded: Any) -> tuple[Any, Any, list[str]]:
-        """(case, input profile, warnings): the checked case, 422 for input that is not BraTS-space
-        brain MR unless ``force`` (then its findings are the warnings)."""
+                      loaded: Any, output: str = "nifti", dicom_map: Optional[list[str]] = None
+                      ) -> tuple[Any, Any, list[str], Any]:
+        """(case, input profile, warnings, DICOM series or None): the checked case, 422 for input
+        that is not BraTS-space brain MR unless ``force`` (then its findings are the warnings), and
+        for ``?output=dicom-seg`` or ``?dicom_map`` without DICOM input."""
         from singr.data.input_check import check_input, profile_input
         from singr.data.readers import load_case_from_bytes
 
+        from .dicom_upload import DicomUpload, decode_dicom
+
         pred = loaded.predictor
+        is_dicom = isinstance(files, DicomUpload)
+        if not is_dicom and (output == "dicom-seg" or dicom_map):
+            what = "?output=dicom-seg" if output == "dicom-seg" else "?dicom_map"
+            raise HTTPProblem(422, "invalid input", f"{what} needs DICOM input (a zip of the case's DICOM series); "
+                              "this upload is NIfTI")
+        dicom = None
         async with self.decodes:  # decoding slots, never held by a reader
             try:
                 mods = loaded.identity["modalities"] or None
-                case = await asyncio.to_thread(load_case_from_bytes, files, names=names, max_size=self.max_file_bytes,
-                                               max_voxels=int(self.settings["max_voxels"]),
-                                               **({"modalities": mods} if mods else {}))
+                if is_dicom:
+                    case, dicom = await asyncio.to_thread(decode_dicom, files, dicom_map, mods, 4 * int(self.max_bytes))
+                else:
+                    case = await asyncio.to_thread(load_case_from_bytes, files, names=names,
+                                                   max_size=self.max_file_bytes,
+                                                   max_voxels=int(self.settings["max_voxels"]),
+                                                   **({"modalities": mods} if mods else {}))
                 pred.check_channels(case.image)
                 regions = pred.region_names
                 if label_convention == "binary" and len(regions) != 1 or \
@@ -207,7 +224,7 @@ class SingrSegmenter(ModelVariants):
             raise HTTPProblem(422, "not brain-like input", "the input does not look like BraTS-space brain MR "
                               f"(co-registered, skull-stripped, the model's voxel size): {'; '.join(findings)}; send "
                               "?force=true to segment it anyway", case=case.case_id)
-        return case, profile, findings
+        return case, profile, findings, dicom
 
     def _options(self, tta: Optional[bool], postprocess: Optional[bool], loaded: Any) -> tuple[bool, bool]:
         pred = loaded.predictor
@@ -281,7 +298,7 @@ class SingrSegmenter(ModelVariants):
               response_class=Response)
     async def segment(self, request: Request, output: _Output = _OUTPUT_Q, label_convention: _Convention = _CONV_Q,
                       tta: Optional[bool] = _TTA_Q, postprocess: Optional[bool] = _POST_Q,
-                      force: bool = _FORCE_Q) -> Response:
+                      force: bool = _FORCE_Q, dicom_map: Optional[list[str]] = _MAP_Q) -> Response:
         self._authorize(request)
         if self.loaded is None:
             return self._not_ready()
@@ -296,7 +313,8 @@ class SingrSegmenter(ModelVariants):
         try:
             async with self.admission.admit(cost):
                 marks.append(("decode", time.perf_counter()))
-                case, profile, warnings = await self._decode(files, names, force, label_convention, loaded)
+                case, profile, warnings, dicom = await self._decode(files, names, force, label_convention, loaded,
+                                                                    output, dicom_map)
                 del files
                 conv = label_convention or (case.label_convention if len(loaded.predictor.region_names) == 3
                                             else None)
@@ -326,7 +344,7 @@ class SingrSegmenter(ModelVariants):
         warnings = warnings + check_prediction(p.region_names, p.regions, profile)
         marks.append(("render", time.perf_counter()))
         headers, summary, data, name = await asyncio.to_thread(render, case, p, output, use_tta, applied,
-                                                               loaded.identity, warnings)
+                                                               loaded.identity, warnings, dicom)
         marks.append(("", time.perf_counter()))
         headers["Server-Timing"] = ", ".join(f"{a};dur={1000 * (tb - ta):.0f}" for (a, ta), (_, tb)
                                              in zip(marks, marks[1:]))
@@ -338,7 +356,7 @@ class SingrSegmenter(ModelVariants):
               responses={202: {"description": "the job's record: id, status, status_url, result_url"}})
     async def submit_job(self, request: Request, output: _Output = _OUTPUT_Q, label_convention: _Convention = _CONV_Q,
                          tta: Optional[bool] = _TTA_Q, postprocess: Optional[bool] = _POST_Q,
-                         force: bool = _FORCE_Q) -> Any:
+                         force: bool = _FORCE_Q, dicom_map: Optional[list[str]] = _MAP_Q) -> Any:
         self._authorize(request)
         if self.loaded is None:
             return self._not_ready()
@@ -350,7 +368,8 @@ class SingrSegmenter(ModelVariants):
         files, names = await self._receive(request)
         use_tta, use_post = self._options(tta, postprocess, loaded)
         cost = self._price(files, names, use_tta, loaded)
-        case, profile, warnings = await self._decode(files, names, force, label_convention, loaded)  # 4xx now
+        case, profile, warnings, dicom = await self._decode(files, names, force, label_convention, loaded, output,
+                                                            dicom_map)  # 4xx now
         del files
         ident = loaded.identity
         record = self.jobs.create(output, {"tta": use_tta, "postprocess": use_post, "label_convention":
@@ -361,11 +380,11 @@ class SingrSegmenter(ModelVariants):
         self.stats["jobs"] += 1
         asyncio.get_running_loop().create_task(
             self._run_job(record["id"], case, profile, warnings, label_convention, use_tta, use_post, output, ticket,
-                          loaded))
+                          loaded, dicom))
         return JSONResponse(record, status_code=202, headers={"Location": record["status_url"]})
 
     async def _run_job(self, job_id: str, case: Any, profile: Any, warnings: list[str], label_convention: Any,
-                       tta: bool, post: bool, output: str, ticket: Ticket, loaded: Any) -> None:
+                       tta: bool, post: bool, output: str, ticket: Ticket, loaded: Any, dicom: Any = None) -> None:
         from singr.data.input_check import check_prediction
 
         try:
@@ -381,7 +400,7 @@ class SingrSegmenter(ModelVariants):
             warnings = warnings + check_prediction(p.region_names, p.regions, profile)
             applied = post and pred.postprocess is not None
             headers, summary, data, name = await asyncio.to_thread(render, case, p, output, tta, applied,
-                                                                   loaded.identity, warnings)
+                                                                   loaded.identity, warnings, dicom)
             if data is not None and name:
                 self.jobs.write_result(job_id, name, data)
             self.jobs.write_result(job_id, "result.json", json.dumps({"headers": headers, "summary": summary,
@@ -439,7 +458,7 @@ class SingrSegmenter(ModelVariants):
         res = json.loads(self.jobs.result_path(job_id, "result.json").read_text())
         if output == "json" or not res["file"]:
             return JSONResponse(res["summary"], headers=res["headers"])
-        return FileResponse(self.jobs.result_path(job_id, res["file"]), media_type="application/gzip",
+        return FileResponse(self.jobs.result_path(job_id, res["file"]), media_type=media_type(res["file"]),
                             filename=res["file"], headers=res["headers"])
 
 

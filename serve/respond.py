@@ -2,7 +2,7 @@
 
 :func:`render` gives the headers (volumes in ``X-Volume-<region>-ml`` and ``X-Volumes-ml``, model,
 TTA, post-processing, warnings), the JSON summary, and the file (label map or signed maps,
-``.nii.gz`` in the input's geometry) unless ``output`` is ``json``.
+``.nii.gz`` in the input's geometry, or a DICOM SEG for DICOM input) unless ``output`` is ``json``.
 """
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from typing import Any, Optional
 import numpy as np
 from fastapi.responses import JSONResponse, Response
 
-__all__ = ["render", "as_response"]
+__all__ = ["render", "as_response", "media_type"]
 
 
 def render(case: Any, p: Any, output: str, tta: bool, postprocessed: bool, ident: dict[str, Any],
-           warnings: list[str]) -> tuple[dict[str, str], dict[str, Any], Optional[bytes], Optional[str]]:
-    """(headers, summary, file bytes or None, file name or None) for prediction ``p`` of ``case``."""
+           warnings: list[str], dicom: Any = None) -> tuple[dict[str, str], dict[str, Any], Optional[bytes],
+                                                             Optional[str]]:
+    """(headers, summary, file bytes or None, file name or None) for prediction ``p`` of ``case``;
+    ``dicom``: the series of a DICOM upload (``output`` ``dicom-seg`` references them)."""
     from singr.io import check_affine, nifti_bytes, voxel_ml
 
     affine = check_affine(case.affine, case=case.case_id)
@@ -38,6 +40,13 @@ def render(case: Any, p: Any, output: str, tta: bool, postprocessed: bool, ident
                                                    "delta", "gamma")}}
     if output == "json":
         return headers, summary, None, None
+    if dicom is not None:
+        summary["dicom"] = {"series": case.source.get("series"), "ignored": case.source.get("ignored"),
+                            "reference": dicom.reference}
+    if output == "dicom-seg":
+        from .dicom_upload import dicom_seg_bytes
+
+        return headers, summary, dicom_seg_bytes(p.labels, dicom, case, p.label_convention), "seg.dcm"
     if output == "signed":
         return headers, summary, nifti_bytes(np.moveaxis(p.signed, 0, -1), affine, case.header), "signed.nii.gz"
     return headers, summary, nifti_bytes(p.labels, affine, case.header), "seg.nii.gz"
@@ -49,4 +58,9 @@ def as_response(headers: dict[str, str], summary: dict[str, Any], data: Optional
     if data is None:
         return JSONResponse(summary, headers=headers)
     headers = {**headers, "Content-Disposition": f'attachment; filename="{name}"'}
-    return Response(content=data, media_type="application/gzip", headers=headers)
+    return Response(content=data, media_type=media_type(name), headers=headers)
+
+
+def media_type(name: Optional[str]) -> str:
+    """``application/dicom`` for a DICOM SEG (``.dcm``), else ``application/gzip`` (``.nii.gz``)."""
+    return "application/dicom" if str(name or "").endswith(".dcm") else "application/gzip"

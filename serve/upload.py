@@ -6,7 +6,9 @@
   are per client address too (429), and decoding has slots of its own, so slow readers never
   hold what decoding and inference need.
 * Multipart parts name their modality by field name or file name (BraTS 2020 or 2023
-  names); one unnamed part, or a raw ``application/gzip`` body, is one 4-D NIfTI.
+  names); one unnamed part, or a raw ``application/gzip`` body, is one 4-D NIfTI; a zip (the
+  raw body, or the one file of a multipart upload) is the case's DICOM series
+  (:mod:`serve.dicom_upload`).
 * Every file goes through :func:`singr.data.readers.load_case_from_bytes`: the header is
   checked against a voxel limit before any data is decompressed (413), and the volumes
   get the same checks as files on disk (422).
@@ -25,7 +27,7 @@ from singr.errors import SingrInputError
 GZIP_TYPES = {"application/gzip", "application/x-gzip", "application/octet-stream", "application/nifti",
               "application/x-nifti", "application/x-nifti-gz", ""}
 MODALITY_HELP = ("name each file by modality: form field names or file names flair/t1/t1ce/t2 (BraTS 2020) "
-                 "or t2f/t1n/t1c/t2w (BraTS 2023), or send one 4-D NIfTI")
+                 "or t2f/t1n/t1c/t2w (BraTS 2023), or send one 4-D NIfTI, or one zip of the case's DICOM series")
 
 
 class HTTPProblem(Exception):
@@ -116,14 +118,19 @@ async def read_body(request: Any, limit: int, timeout_s: float = 120.0, idle_tim
     return b"".join(chunks)
 
 
-def upload_voxels(files: dict[str, bytes] | bytes, names: dict[str, str], max_voxels: int) -> int:
+def upload_voxels(files: Any, names: dict[str, str], max_voxels: int, max_unpacked: int = 1 << 31) -> int:
     """Voxels of the largest volume in an upload, read from the NIfTI headers alone (a 4-D file's
-    first three axes); 413 naming the file when one is over ``max_voxels`` per volume. What
-    admission prices a request by, before any voxel is decoded."""
+    first three axes), or bounded from a DICOM zip's directory (:func:`zip_voxels`,
+    at most ``max_unpacked`` bytes unpacked); 413 naming the file when one is over ``max_voxels``
+    per volume. What admission prices a request by, before any voxel is decoded."""
     import math
 
     from singr.io import peek_nifti_shape
 
+    from .dicom_upload import DicomUpload
+
+    if isinstance(files, DicomUpload):
+        return zip_voxels(files, max_voxels, max_unpacked)
     items = files.items() if isinstance(files, dict) else [("4d", files)]
     most = 0
     for key, data in items:
@@ -138,18 +145,46 @@ def upload_voxels(files: dict[str, bytes] | bytes, names: dict[str, str], max_vo
     return most
 
 
-async def parse_upload(headers: Any, body: bytes) -> tuple[dict[str, bytes] | bytes, dict[str, str]]:
-    """Multipart parts -> ({modality key: bytes}, {key: upload name}) or (4-D bytes, names)."""
+def zip_voxels(upload: Any, max_voxels: int, max_unpacked: int, n_modalities: int = 4) -> int:
+    """An upper bound on the voxels of one volume of the zip, from its directory alone (module
+    docstring); :class:`~serve.upload.HTTPProblem` 413 over ``max_unpacked`` bytes or
+    ``max_voxels``, 422 for a broken zip."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(upload.data)) as zf:
+            total = sum(m.file_size for m in zf.infolist() if not m.is_dir())
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise HTTPProblem(422, "invalid input", f"not a readable zip ({e}); send a zip of the case's DICOM series",
+                          file=upload.name) from None
+    if total > max_unpacked:
+        raise HTTPProblem(413, "too large", f"the zip unpacks to {total} bytes, over the limit of {max_unpacked} "
+                          "(4 x max_upload_mb)", file=upload.name)
+    voxels = total // (2 * max(1, int(n_modalities)))
+    if voxels > max_voxels:
+        raise HTTPProblem(413, "too large", f"the zip's {total} bytes hold about {voxels} voxels a series, over the "
+                          f"limit of {max_voxels} (max_voxels; a BraTS case has 8928000)", file=upload.name)
+    return int(voxels)
+
+
+async def parse_upload(headers: Any, body: bytes) -> tuple[Any, dict[str, str]]:
+    """Multipart parts -> ({modality key: bytes}, {key: upload name}) or (4-D bytes, names), or
+    (:class:`~serve.dicom_upload.DicomUpload`, names) for a zip of DICOM series."""
+    from .dicom_upload import ZIP_TYPES, DicomUpload, is_zip
+
     ctype = headers.get("content-type", "")
     main = ctype.split(";", 1)[0].strip().lower()
     if main != "multipart/form-data":
+        if main in GZIP_TYPES | ZIP_TYPES and is_zip(body, None, main):
+            return DicomUpload(body, "upload.zip"), {"dicom": "upload.zip"}
         if main in GZIP_TYPES:
             if not body:
                 raise HTTPProblem(422, "invalid input", f"empty request body; {MODALITY_HELP}")
             return body, {"4d": "body"}
         raise HTTPProblem(415, "unsupported media type",
-                          f"content type {main!r}; expected multipart/form-data with NIfTI files ({MODALITY_HELP}) "
-                          "or a raw 4-D NIfTI body (application/gzip)")
+                          f"content type {main!r}; expected multipart/form-data with NIfTI files ({MODALITY_HELP}), "
+                          "a raw 4-D NIfTI body (application/gzip) or a zip of DICOM series (application/zip)")
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -173,6 +208,14 @@ async def parse_upload(headers: Any, body: bytes) -> tuple[dict[str, bytes] | by
         await form.close()
     if not parts:
         raise HTTPProblem(422, "invalid input", f"no files uploaded; {MODALITY_HELP}")
+    zips = [(f, n) for f, n, data in parts if is_zip(data, n)]
+    if zips:
+        if len(parts) > 1:
+            raise HTTPProblem(422, "invalid input", f"a zip of DICOM series ({zips[0][1] or zips[0][0]!r}) comes "
+                              f"alone: put all the case's series in the one zip ({len(parts)} files were sent)",
+                              file=zips[0][1] or zips[0][0])
+        field, fname, data = parts[0]
+        return DicomUpload(data, fname or f"{field}.zip"), {"dicom": fname or field}
     keys = [modality_key(f, n) for f, n, _ in parts]
     if len(parts) == 1 and keys[0] is None:
         f, n, data = parts[0]

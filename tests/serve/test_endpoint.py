@@ -456,3 +456,106 @@ def test_load_from_mlflow_registry(server, tmp_path):
         assert r.headers["x-model-name"] == "singr-test" and r.headers["x-model-version"] == str(version)
     finally:
         serve.delete("registry")
+
+
+# --------------------------------------------------------------------------- DICOM in, DICOM SEG out
+
+DICOM_CROP = (slice(60, 180), slice(60, 180), slice(50, 90))
+
+
+def _dicom_study(tmp_path: Path) -> tuple[dict[str, bytes], Path, bytes]:
+    """The cropped real case as NIfTI bytes (BraTS 2020 names) and as four DICOM MR series of one
+    study (a folder, and its zip's bytes)."""
+    import io
+    import zipfile
+
+    from singr.data.readers import load_case_from_files
+    from singr.io.dicom_write import write_dicom_case
+
+    case = _real_case()
+    real = load_case_from_files({m: case / f"{m}.nii.gz" for m in MODS_2023}, case_id="real")
+    image = real.image[(slice(None),) + DICOM_CROP]
+    aff = real.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ [s.start for s in DICOM_CROP]
+    nifti = {m: _nii_bytes(image[i], aff) for i, m in enumerate(real.modalities)}  # flair, t1, t1ce, t2
+    folder = tmp_path / "dicom-case"
+    write_dicom_case(image, aff, real.modalities, folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*.dcm")):
+            zf.write(p, p.relative_to(folder).as_posix())
+    return nifti, folder, buf.getvalue()
+
+
+@pytest.mark.realdata
+def test_dicom_zip_in_and_dicom_seg_out_agree_with_the_nifti_answer(server, tmp_path):
+    from singr.data.readers.dicom import read_dicom_case
+    from singr.io.dicom_seg import read_dicom_seg
+
+    base = server["base"]
+    nifti, folder, study = _dicom_study(tmp_path)
+    opts = {"force": "true", "label_convention": "brats2023"}  # the smoke model was trained at another scale
+    ref_r = _post(base, _as_files(nifti), params=opts)
+    ref_img = _load_nii(ref_r.content)
+    ref = np.asarray(ref_img.dataobj)
+    assert ref_r.status_code == 200 and ref.shape == (120, 120, 40)
+
+    # the zip as the raw body: the NIfTI label map on the series' grid, voxel for voxel the NIfTI answer
+    r = httpx.post(base + "/v1/segment", content=study, headers={"content-type": "application/zip"}, params=opts,
+                   timeout=300)
+    assert r.status_code == 200, r.text
+    img = _load_nii(r.content)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), ref)
+    np.testing.assert_allclose(img.affine, ref_img.affine, atol=1e-4)
+
+    # the zip as the one file of a form, answered as a DICOM SEG that references the uploaded series
+    r = _post(base, [("study", ("study.zip", study, "application/zip"))], params={**opts, "output": "dicom-seg"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/dicom" and 'filename="seg.dcm"' in r.headers["content-disposition"]
+    assert json.loads(r.headers["x-volumes-ml"]) == json.loads(ref_r.headers["x-volumes-ml"])
+    (tmp_path / "seg.dcm").write_bytes(r.content)
+    _, series = read_dicom_case(folder)
+    np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", series.datasets()), ref)
+
+    # as a job: the same SEG from its result
+    j = httpx.post(base + "/v1/jobs", content=study, headers={"content-type": "application/zip"},
+                   params={**opts, "output": "dicom-seg"}, timeout=120)
+    assert j.status_code == 202, j.text
+    deadline = time.time() + 180
+    while (rec := httpx.get(base + j.json()["status_url"], timeout=30).json())["status"] not in ("done", "failed"):
+        assert time.time() < deadline, rec
+        time.sleep(0.3)
+    assert rec["status"] == "done", rec
+    res = httpx.get(base + rec["result_url"], timeout=60)
+    assert res.headers["content-type"] == "application/dicom"
+    (tmp_path / "job.dcm").write_bytes(res.content)
+    np.testing.assert_array_equal(read_dicom_seg(tmp_path / "job.dcm", series.datasets()), ref)
+
+
+@pytest.mark.realdata
+def test_bad_dicom_uploads_get_4xx_naming_what_is_wrong(server, tmp_path):
+    import io
+    import zipfile
+
+    base = server["base"]
+    nifti, folder, study = _dicom_study(tmp_path)
+    r = _post(base, _as_files(nifti), params={"output": "dicom-seg", "force": "true"})
+    assert r.status_code == 422 and "needs DICOM input" in r.json()["detail"]
+    r = _post(base, _as_files(nifti), params={"dicom_map": "t1ce=3", "force": "true"})
+    assert r.status_code == 422 and "?dicom_map needs DICOM input" in r.json()["detail"]
+    r = _post(base, [("study", ("study.zip", study, "application/zip")), *_as_files({"t2": nifti["t2"]})])
+    assert r.status_code == 422 and "comes alone" in r.json()["detail"]
+    buf = io.BytesIO()  # three of the four series
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(folder.rglob("*.dcm")):
+            if not p.parent.name.endswith("_flair"):  # write_dicom_case's folders: 1_flair, 2_t1, ...
+                zf.write(p, p.relative_to(folder).as_posix())
+    r = httpx.post(base + "/v1/segment", content=buf.getvalue(), headers={"content-type": "application/zip"},
+                   params={"force": "true"}, timeout=120)
+    body = r.json()
+    assert r.status_code == 422 and "flair" in body["detail"].lower(), body
+    assert "/tmp" not in json.dumps(body) and body["file"] == "upload.zip"  # no path of the server
+    r = httpx.post(base + "/v1/segment", content=b"PK\x03\x04 not really a zip", timeout=60,
+                   headers={"content-type": "application/zip"})
+    assert r.status_code == 422 and "not a readable zip" in r.json()["detail"]
+    assert httpx.get(base + "/v1/health", timeout=30).status_code == 200
