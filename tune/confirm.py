@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .plan import PARAM_KEYS, SweepPlan, metric_mode, search_params
+from .plan import SweepPlan, metric_mode, own_setting, search_params
 from .verdict import CONTROL, Arm, RunScore, analyse, describe, fmt_setting, format_arms
 
 __all__ = ["Arm", "RunScore", "Stage", "run_stage", "format_arms", "reference_params", "choose_arms",
@@ -54,11 +54,7 @@ def reference_params(plan: SweepPlan, champion: Mapping[str, Any] | None = None)
     registered version) when ``tune.control.reference`` is ``champion`` and there is one, else
     this config's own values (``sing.lam``, ``sing.delta``, ``loss.gamma``, and ``train.lr`` etc.
     for each searched key)."""
-    cfg = plan.cfg.to_dict()
-    own: dict[str, Any] = {}
-    for p in search_params(plan.cfg):
-        section, key = PARAM_KEYS[p].split(".")
-        own[p] = cfg[section][key]
+    own = own_setting(plan.cfg)
     if plan.cfg.tune.control.reference == "champion" and champion:
         got = dict(own)
         for p in own:

@@ -244,3 +244,16 @@ def search_params(cfg: ServiceConfig) -> list[str]:
     if cfg.tune.models:
         names.append("model")
     return names
+
+
+def own_setting(cfg: ServiceConfig) -> dict[str, Any]:
+    """The config's own value of each searched hyperparameter (:func:`~tune.plan.search_params`
+    order): sing.lam, sing.delta, loss.gamma, then train.lr, train.weight_decay,
+    train.fg_oversample and model.name where the search varies them."""
+    def value(key: str) -> Any:
+        out: Any = cfg
+        for part in key.split("."):
+            out = getattr(out, part)
+        return out
+
+    return {p: value(PARAM_KEYS[p]) for p in search_params(cfg)}

@@ -30,8 +30,9 @@ from ray.tune import Callback
 
 from .config import ServiceConfig
 from .grid import expand_variants, is_grid
-from .plan import METRIC, MODE, PARAM_KEYS, TIME_ATTR, SweepPlan, better, search_params
+from .plan import METRIC, MODE, PARAM_KEYS, TIME_ATTR, SweepPlan, better, own_setting, search_params
 from .trainer import TrialScale, run_trial, runner
+from .verdict import fmt_setting
 
 
 def concurrency(cfg: ServiceConfig, resources: dict[str, float], scale: TrialScale,
@@ -69,24 +70,6 @@ def check_trial_fits(cfg: ServiceConfig, scale: TrialScale, nodes: list[dict[str
 def n_startup(num_samples: int) -> int:
     """Random trials before the TPE models the results: num_samples // 3, within [2, 10]."""
     return max(2, min(10, int(num_samples) // 3))
-
-
-def own_setting(cfg: ServiceConfig) -> dict[str, Any]:
-    """The config's own value of each searched hyperparameter (:func:`~tune.plan.search_params`
-    order): sing.lam, sing.delta, loss.gamma, then train.lr, train.weight_decay,
-    train.fg_oversample and model.name where the search varies them."""
-    def value(key: str) -> Any:
-        out: Any = cfg
-        for part in key.split("."):
-            out = getattr(out, part)
-        return out
-
-    return {p: value(PARAM_KEYS[p]) for p in search_params(cfg)}
-
-
-def describe_setting(values: dict[str, Any]) -> str:
-    """``lam=0.5, delta=0.5, gamma=1``: a setting for one line of output."""
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def default_point(cfg: ServiceConfig) -> tuple[dict[str, Any] | None, str]:
@@ -305,10 +288,10 @@ def run_search(plan: SweepPlan, scale: TrialScale, max_concurrent: int,
         if t.start_from_defaults:
             point, why = default_point(plan.cfg)
             if point is not None:
-                print(f"[tune] trial 1 is the config's own setting ({describe_setting(point)}): the paper's "
-                      "defaults, points_to_evaluate", flush=True)
+                print(f"[tune] trial 1 is the config's own setting ({fmt_setting(point)}; points_to_evaluate)",
+                      flush=True)
             else:
-                print(f"[tune] the config's own setting ({describe_setting(own_setting(plan.cfg))}) lies outside "
+                print(f"[tune] the config's own setting ({fmt_setting(own_setting(plan.cfg))}) lies outside "
                       f"the search space ({why}): the search starts without it", flush=True)
         searcher = make_searcher(plan.cfg, max_concurrent, plan.metric, plan.mode)
         epochs = int(plan.cfg.train.epochs)

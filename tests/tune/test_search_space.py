@@ -9,8 +9,9 @@ pytest.importorskip("ray")
 pytest.importorskip("optuna")
 
 from tune.config import load_service_config  # noqa: E402
-from tune.plan import PARAM_KEYS, search_params, trial_config  # noqa: E402
-from tune.search import default_point, describe_setting, make_searcher, own_setting, search_space  # noqa: E402
+from tune.plan import PARAM_KEYS, own_setting, search_params, trial_config  # noqa: E402
+from tune.search import default_point, make_searcher, search_space  # noqa: E402
+from tune.verdict import fmt_setting as describe_setting  # noqa: E402
 
 WD = "tune.weight_decay=[1e-6,1e-3]"
 FG = "tune.fg_oversample=[0.0,0.5]"
