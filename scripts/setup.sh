@@ -19,6 +19,17 @@ fi
 VPY="$ROOT/.venv/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# pip runs with -q; what it still prints is shown, except two harmless notices: a pip configuration
+# naming an index or find-links folder that does not exist ("Location '...' is ignored", one line per
+# package) and setuptools' notice on editable installs (its indented block, at most 10 lines).
+pip_filter() {
+  awk '/^WARNING: Location .* is ignored: it is neither a file nor a directory\.$/ {next}
+       /BuildBackendWarning: Editable installation\./ {skip=10; next}
+       skip > 0 && /^ / {skip--; next}
+       {skip=0; print; fflush()}'
+}
+pip_q() { "$VPY" -m pip "$@" 2> >(pip_filter >&2); }
+
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   # Debian's Chromium drives the viewer's browser test (Playwright uses it; no browser download)
   echo "[setup] installing Debian's chromium for the browser test"
@@ -31,17 +42,17 @@ if [ -f "$stamp" ] && "$VPY" -c "import torch, FastGeodis, monai, singr" 2>/dev/
   exit 0
 fi
 
-"$VPY" -m pip install -q --upgrade "pip<27" "setuptools<82" wheel ninja
+pip_q install -q --upgrade "pip<27" "setuptools<82" wheel ninja
 if ! "$VPY" -c "import torch" 2>/dev/null; then
   echo "[setup] installing $TORCH_SPEC"
-  "$VPY" -m pip install -q "$TORCH_SPEC"
+  pip_q install -q "$TORCH_SPEC"
 fi
 if ! "$VPY" -c "import FastGeodis" 2>/dev/null; then
   echo "[setup] building $FASTGEODIS_SPEC from source against the installed torch (1-4 min)"
-  MAX_JOBS="${MAX_JOBS:-2}" "$VPY" -m pip install -q --no-build-isolation "$FASTGEODIS_SPEC"
+  MAX_JOBS="${MAX_JOBS:-2}" pip_q install -q --no-build-isolation "$FASTGEODIS_SPEC"
 fi
 echo "[setup] installing the project and its dependencies"
-"$VPY" -m pip install -q -e ".[all,test]"
+pip_q install -q -e ".[all,test]"
 rm -f .venv/.singr-setup-*
 touch "$stamp"
 echo "[setup] done: $("$VPY" -c 'import torch, monai, FastGeodis; print("torch", torch.__version__, "monai", monai.__version__)')"

@@ -1,6 +1,6 @@
 """The HTTP inference endpoint (serve/): real HTTP on loopback against a Ray Serve app.
 
-CPU only. A tiny checkpoint is trained here (smoke config); the application is started
+CPU only. The session's tiny smoke checkpoint (tests/serve/conftest.py); the application is started
 once per module on a free port of 127.0.0.1 in a Ray instance of its own (never
 ``ray stop``), and shut down at the end. The real BraTS case is read from
 $SINGR_BRATS_CASE (default <repo>/../shared/data/brats-case); with $CI set a missing
@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.serve.conftest import trained_smoke
 from tune.nodes import free_port
 
 pytest.importorskip("ray.serve")
@@ -39,34 +40,10 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 
-def _train_smoke(work: Path) -> None:
-    """``singr synth -c smoke.yaml && singr train -c smoke.yaml`` in ``work``, in-process (the
-    imports are shared with the test, which saves tens of seconds on 2 cores)."""
-    from singr.config import load_config
-    from singr.data.synth import synthesize_dataset
-    from singr.engine.trainer import fit
-
-    cfg = load_config("smoke.yaml", [f"data.root={work / 'data' / 'smoke'}", f"output_dir={work / 'runs' / 'smoke'}"])
-    s = cfg.synth
-    synthesize_dataset(Path(cfg.data.root), n_cases=int(s.n_cases), shape=tuple(s.shape), seed=int(s.seed),
-                       progress=False)
-    fit(cfg, progress=False)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A smoke checkpoint trained here, and one small synthetic case of its data set."""
-    reuse = os.environ.get("SINGR_SERVE_TEST_WORKDIR")  # developer shortcut: a folder already trained here
-    if reuse and (Path(reuse) / "runs" / "smoke" / "checkpoints" / "best.safetensors").is_file():
-        work = Path(reuse)
-    else:
-        work = tmp_path_factory.mktemp("serve_train")
-        _train_smoke(work)
-    ckpt = work / "runs" / "smoke" / "checkpoints" / "best.safetensors"
-    assert ckpt.is_file()
-    case = sorted(p for p in (work / "data" / "smoke").iterdir() if p.is_dir() and p.name.startswith("BraTS"))[0]
-    files = {m: (case / f"{case.name}_{m}.nii.gz").read_bytes() for m in MODS_2020}
-    return {"checkpoint": ckpt, "small": files, "small_dir": case, "work": work}
+def trained(request) -> dict:
+    """A smoke checkpoint (the session's, tests/serve/conftest.py), and one small synthetic case of its data set."""
+    return trained_smoke(request)
 
 
 @pytest.fixture(scope="module")

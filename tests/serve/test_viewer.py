@@ -1,7 +1,7 @@
 """The viewer page (serve/static/index.html) in a real browser against the real endpoint.
 
-A tiny checkpoint is trained here (smoke config) and served by Ray Serve on a free port of
-127.0.0.1, as in test_endpoint.py (the fixtures are copied, not imported). The system
+The session's tiny smoke checkpoint (tests/serve/conftest.py) is served by Ray Serve on a free port
+of 127.0.0.1, as in test_endpoint.py (the server fixture is copied, not imported). The system
 Chromium (Debian's /usr/bin/chromium, or $SINGR_CHROMIUM) runs headless through Playwright
 with software WebGL2 (SwiftShader), which NiiVue needs. With $CI set, a missing browser or
 Playwright fails the test instead of skipping it.
@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.serve.conftest import trained_smoke
 from tune.nodes import free_port
 
 pytest.importorskip("ray.serve")
@@ -67,37 +68,13 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-# --------------------------------------------------------------------------- fixtures (from test_endpoint.py)
-
-
-def _train_smoke(work: Path) -> None:
-    """``singr synth -c smoke.yaml && singr train -c smoke.yaml`` in ``work``, in-process."""
-    from singr.config import load_config
-    from singr.data.synth import synthesize_dataset
-    from singr.engine.trainer import fit
-
-    cfg = load_config("smoke.yaml", [f"data.root={work / 'data' / 'smoke'}", f"output_dir={work / 'runs' / 'smoke'}"])
-    s = cfg.synth
-    synthesize_dataset(Path(cfg.data.root), n_cases=int(s.n_cases), shape=tuple(s.shape), seed=int(s.seed),
-                       progress=False)
-    fit(cfg, progress=False)
+# --------------------------------------------------------------------------- fixtures (as in test_endpoint.py)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """A smoke checkpoint trained here, and one small synthetic case of its data set."""
-    reuse = os.environ.get("SINGR_SERVE_TEST_WORKDIR")  # developer shortcut: a folder already trained here
-    if reuse and (Path(reuse) / "runs" / "smoke" / "checkpoints" / "best.safetensors").is_file():
-        work = Path(reuse)
-    else:
-        work = tmp_path_factory.mktemp("viewer_train")
-        _train_smoke(work)
-    ckpt = work / "runs" / "smoke" / "checkpoints" / "best.safetensors"
-    assert ckpt.is_file()
-    case = sorted(p for p in (work / "data" / "smoke").iterdir() if p.is_dir() and p.name.startswith("BraTS"))[0]
-    paths = {m: case / f"{case.name}_{m}.nii.gz" for m in MODS_2020}
-    return {"checkpoint": ckpt, "small": {m: p.read_bytes() for m, p in paths.items()}, "paths": paths,
-            "small_dir": case, "work": work}
+def trained(request) -> dict:
+    """A smoke checkpoint (the session's, tests/serve/conftest.py), and one small synthetic case of its data set."""
+    return trained_smoke(request)
 
 
 @pytest.fixture(scope="module")

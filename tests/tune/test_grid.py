@@ -38,13 +38,10 @@ mlflow: {{experiment: grid-smoke, tracking_uri: "sqlite:///{work}/mlflow.db", re
 """
 
 
-def test_grid_runs_variants_and_writes_report(tmp_path):
+def test_grid_runs_variants_and_writes_report(tmp_path, smoke_data):
     from mlflow.tracking import MlflowClient
 
-    from singr.data.synth import synthesize_dataset
-
-    data = tmp_path / "data"
-    synthesize_dataset(data, n_cases=6, shape=(32, 32, 32), seed=0, progress=False)
+    data = smoke_data  # the session's smoke data set (6 cases, 32^3); the grid's cache is under tmp_path
     cfg = tmp_path / "grid.yaml"
     cfg.write_text(SMOKE_GRID.format(base=REPO / "configs" / "ablation-synthetic.yaml", work=tmp_path, data=data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "MLFLOW_TRACKING_URI"}

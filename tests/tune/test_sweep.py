@@ -43,13 +43,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory) -> Path:
-    """The smoke data set (6 cases, 32^3) of configs/smoke.yaml."""
-    from singr.data.synth import synthesize_dataset
-
-    root = tmp_path_factory.mktemp("tune_smoke") / "data"
-    synthesize_dataset(root, n_cases=6, shape=(32, 32, 32), seed=0, progress=False)
-    return root
+def smoke_root(smoke_data) -> Path:
+    """The smoke data set (6 cases, 32^3) of configs/smoke.yaml: the session's (tests/tune/conftest.py),
+    read-only (every run here puts its cache under its own folder)."""
+    return smoke_data
 
 
 def _overrides(work: Path, data: Path, name: str, **more: object) -> list[str]:

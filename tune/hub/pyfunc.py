@@ -21,6 +21,8 @@ listed (:func:`fallback_requirements`).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -131,16 +133,85 @@ def project_source() -> Path | None:
     return root
 
 
-def build_wheel(out_dir: str | Path, timeout_s: float = 300.0) -> tuple[Path | None, str]:
-    """(the project's wheel in ``out_dir``, how) or (None, why not). The sources are copied to a
+def _source_files(src: Path) -> list[Path]:
+    """The files a wheel is built from: :data:`_SOURCE_ITEMS`, without caches and dot-files, sorted."""
+    files: list[Path] = []
+    for item in _SOURCE_ITEMS:
+        p = src / item
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files += [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                      and not f.suffix == ".pyc" and not any(part.startswith(".") for part in f.relative_to(src).parts)]
+    return sorted(files)
+
+
+def source_digest(src: Path) -> str:
+    """sha256 over the relative path and bytes of every file of :func:`_source_files` (16 hex digits):
+    the same digest means the same wheel."""
+    h = hashlib.sha256()
+    for f in _source_files(src):
+        h.update(str(f.relative_to(src)).encode() + b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def wheel_cache_dir() -> Path:
+    """Where built wheels are kept by source digest: ``$SINGR_WHEEL_CACHE``, else
+    ``$XDG_CACHE_HOME/singr/wheels`` (``~/.cache/singr/wheels``)."""
+    if os.environ.get("SINGR_WHEEL_CACHE"):
+        return Path(os.environ["SINGR_WHEEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singr" / "wheels"
+
+
+def build_wheel(out_dir: str | Path, timeout_s: float = 300.0, cache: bool = True) -> tuple[Path | None, str]:
+    """(the project's wheel in ``out_dir``, how) or (None, why not). A wheel built before from the
+    same sources (:func:`source_digest`) is copied from :func:`wheel_cache_dir` (``cache``; a
+    registration then skips ``pip wheel``'s few seconds). Otherwise the sources are copied to a
     temporary folder first (``pip wheel`` of a folder writes ``build/`` and ``*.egg-info`` into it:
-    never into a checkout others work in), then built there without build isolation (the
-    build backend of this environment; no index needed)."""
+    never into a checkout others work in), built there without build isolation (the build
+    backend of this environment; no index needed), and the wheel is kept in the cache (written
+    under a temporary name, then renamed: concurrent builds never see half a wheel)."""
     src = project_source()
     if src is None:
         return None, "no source tree beside the installed tune package (an installed singr)"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kept = None
+    if cache:
+        try:
+            kept = wheel_cache_dir() / source_digest(src)
+            hit = sorted(kept.glob("singr-*.whl"))
+            if hit:
+                shutil.copy2(hit[-1], out / hit[-1].name)
+                return out / hit[-1].name, f"built from {src} before (same sources, digest {kept.name}; cached)"
+        except OSError:
+            kept = None  # an unreadable cache costs the build, not the registration
+    wheel, how = _pip_wheel(src, out, timeout_s)
+    if wheel is not None and kept is not None:
+        try:
+            kept.mkdir(parents=True, exist_ok=True)
+            tmp = kept / f".{wheel.name}.{os.getpid()}.tmp"
+            shutil.copy2(wheel, tmp)
+            os.replace(tmp, kept / wheel.name)
+            _prune(kept.parent, KEEP_WHEELS)
+        except OSError:
+            pass
+    return wheel, how
+
+
+KEEP_WHEELS = 8  # source versions whose wheel the cache keeps (the most recently built)
+
+
+def _prune(cache: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently modified digest folders of ``cache``."""
+    dirs = sorted((d for d in cache.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dirs[keep:]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _pip_wheel(src: Path, out: Path, timeout_s: float) -> tuple[Path | None, str]:
     with tempfile.TemporaryDirectory(prefix="singr-wheel-") as tmp:
         stage = Path(tmp) / "src"
         stage.mkdir()
