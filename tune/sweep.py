@@ -185,9 +185,26 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     if runs.failures:
         print(f"[tune] MLflow: {len(runs.failures)} item(s) not logged (listed in {summary_p}); the sweep's own "
               "results above are complete", flush=True)
-    print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
+    print_ui_link(plan, parent, runs)
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0
+
+
+def print_ui_link(plan: SweepPlan, parent: str, runs: Any = None) -> None:
+    """Where to see the sweep in the MLflow UI: the link to its trials in the runs view
+    (:func:`tune.hub.ui_link.ui_lines`), or the ``mlflow ui`` command alone where the store does
+    not answer (``runs``, the sweep's :class:`~tune.tracking.TrialRuns`, saw it fail just now)."""
+    from .hub.store import client_for
+    from .hub.ui_link import ui_lines
+
+    lines = [f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1"]
+    if runs is None or time.time() >= getattr(runs, "_down_until", 0.0):
+        try:
+            lines = ui_lines(client_for(plan.tracking_uri), plan.tracking_uri, parent, plan.name)
+        except Exception:  # noqa: BLE001 - a store that went away: the command alone
+            pass
+    for line in lines:
+        print(f"[tune] {line}", flush=True)
 
 
 def _close(plan: SweepPlan, parent: str, status: str, summary: dict[str, Any], files: list[Path], runs: Any) -> None:
@@ -301,7 +318,7 @@ def _finish_grid(plan: SweepPlan, parent: str, rows: list[dict[str, Any]], summa
     except Exception as e:  # noqa: BLE001 - the grid itself finished; the report can be rerun
         print(f"[tune] the grid finished but its report failed ({type(e).__name__}: {e}); rerun: {again}",
               flush=True)
-    print(f"[tune] MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1")
+    print_ui_link(plan, parent, runs)
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -18,8 +18,12 @@
   driver, so one process writes the store (safe for sqlite), and an MLflow call that fails
   (the server went away) is recorded and skipped: the sweep goes on and its own results
   (trials.csv, best checkpoint) say what was not logged.
-* The experiment is tagged as an ML (not GenAI) experiment so the MLflow UI opens it in the
-  model-training view.
+* The experiment is tagged as an ML (not GenAI) experiment; MLflow 3.17's UI still opens an
+  experiment on its GenAI overview in a fresh browser, so each sweep publishes a shared view of
+  the runs table (its trials, best validation Dice first, with their lambda/delta/gamma and
+  Dice/HD95 columns; :mod:`tune.hub.ui_link`) whose link the sweep prints at its end, and the
+  parent run carries the best trial's validation metrics and hyperparameters under the keys of
+  the child runs (:func:`log_best`), so that its row reads in the same columns.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from singr.config import dump_config
 
 from .grid import expand_variants, is_grid
 from .hub.store import client_for, ensure_experiment
-from .plan import SweepPlan, trial_config
+from .plan import PARAM_KEYS, SweepPlan, search_params, trial_config
 
 # what a child run keeps of a trial's results: the curves, nothing of Ray's bookkeeping
 METRIC_PREFIXES = ("val_", "train_loss", "epoch_seconds", "best_val_", "data_wait_", "patches_per_s",
@@ -74,6 +78,8 @@ def parent_run(plan: SweepPlan, driver: Mapping[str, str] | None = None) -> str:
             run = client.get_run(info["run_id"])
             if run.info.experiment_id == exp_id:
                 rid = run.info.run_id
+                if "singr.ui_view" not in run.data.tags:  # a parent run of an older version
+                    publish_ui_view(plan, client, exp_id, rid)
                 for k, v in drv.items():
                     client.set_tag(rid, k, v)
                 for k in run.data.tags:
@@ -103,7 +109,33 @@ def parent_run(plan: SweepPlan, driver: Mapping[str, str] | None = None) -> str:
     from singr.io import write_json
 
     write_json(marker, {"run_id": rid, "tracking_uri": uri})
+    publish_ui_view(plan, client, exp_id, rid)
     return rid
+
+
+def publish_ui_view(plan: SweepPlan, client: Any, exp_id: str, parent_id: str) -> str | None:
+    """The sweep's shared view of the runs table (:func:`tune.hub.ui_link.publish_view`): the
+    searched hyperparameters (a grid: its ``variant`` / ``seed`` tags; a search with a control or
+    confirmation stage: also the ``arm`` / ``seed`` tags of the stage's runs) and the validation
+    Dice / HD95 (and the objective) as columns. Its key, or None where it could not be written."""
+    from .hub.ui_link import DEFAULT_METRICS, publish_view, view_state
+
+    cfg = plan.cfg
+    metrics = list(DEFAULT_METRICS) + ([plan.metric] if plan.metric not in DEFAULT_METRICS else [])
+    if is_grid(cfg):
+        split = cfg.experiment.eval_split if cfg.experiment is not None else None
+        extra = [f"{split}_Dice_mean", f"{split}_HD95_mean"] if split and split != "val" else []
+        state = view_state(plan.name, params=[], metrics=metrics + extra, tags=["variant", "seed"])
+    else:
+        t = cfg.tune  # a control / confirmation stage: its runs (tune.confirm) are told apart by tags arm, seed
+        stage = bool(t.control.seeds or (t.confirm.top_k and t.confirm.seeds))
+        state = view_state(plan.name, params=[PARAM_KEYS[p] for p in search_params(cfg)], metrics=metrics,
+                           tags=["arm", "seed"] if stage else [])
+    try:
+        return publish_view(client, exp_id, parent_id, state)
+    except Exception as e:  # noqa: BLE001 - the link falls back to the URL-only view
+        print(f"[tune] MLflow: could not publish the runs view of the sweep ({type(e).__name__}: {e})", flush=True)
+        return None
 
 
 class TrialRuns(Callback):
@@ -248,6 +280,11 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
         for k in ("best_val_Dice_mean", "maps_computed", "maps_cached", "n_trials", "n_stopped_early", "n_errors"):
             if isinstance(summary.get(k), (int, float)):
                 client.log_metric(parent_id, k, float(summary[k]))
+        try:
+            log_best(client, parent_id, summary, [PARAM_KEYS[p] for p in search_params(plan.cfg) if p in PARAM_KEYS])
+        except Exception as e:  # noqa: BLE001 - a row of the UI must not keep the parent run open
+            print(f"[tune] MLflow: could not log the best trial on the parent run ({type(e).__name__}: {e})",
+                  flush=True)
         log_answer(client, parent_id, summary)
     for f in files:
         if Path(f).exists():
@@ -263,6 +300,43 @@ def close_parent(plan: SweepPlan, parent_id: str, status: str, summary: dict[str
             print(f"[tune] MLflow: could not tidy the child runs of lost trials ({type(e).__name__}: {e})",
                   flush=True)
     client.set_terminated(parent_id, status=status)
+
+
+BEST_METRIC_PREFIXES = ("val_", "best_val_")
+
+
+def log_best(client: Any, parent_id: str, summary: dict[str, Any],
+             param_keys: Sequence[str] = ("sing.lam", "sing.delta", "loss.gamma")) -> dict[str, Any]:
+    """The best trial (``summary["best"]``) on the parent run: its latest validation metrics
+    (``val_*``, ``best_val_*``) and its searched hyperparameters (``param_keys``, the config keys
+    of :func:`tune.plan.search_params`), under the keys of its child run, so that the parent's
+    row in the runs table shows them in the trials' columns; tags ``best_trial`` and
+    ``best_run_id``. A parameter the parent already has with another value (MLflow parameters
+    cannot change) is left as it is; all of them are also in the tag ``singr.best_params``.
+    Returns what was logged (empty: no best trial or child run)."""
+    best = summary.get("best") or {}
+    tid = best.get("trial_id")
+    if not tid:
+        return {}
+    found = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                               f"tags.mlflow.parentRunId = '{parent_id}' and tags.trial_id = '{tid}'", max_results=1)
+    if not found:
+        return {}
+    child = found[0]
+    from mlflow.entities import Metric, Param
+
+    metrics = {k: v for k, v in child.data.metrics.items()
+               if k.startswith(BEST_METRIC_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(v)}
+    params = {k: child.data.params[k] for k in param_keys if k in child.data.params}
+    have = client.get_run(parent_id).data.params
+    new = {k: v for k, v in params.items() if k not in have}
+    ts = int(time.time() * 1000)
+    client.log_batch(parent_id, metrics=[Metric(k, float(v), ts, 0) for k, v in sorted(metrics.items())],
+                     params=[Param(k, v) for k, v in sorted(new.items())])
+    client.set_tag(parent_id, "best_trial", str(tid))
+    client.set_tag(parent_id, "best_run_id", child.info.run_id)
+    client.set_tag(parent_id, "singr.best_params", json.dumps(params, sort_keys=True))
+    return {"metrics": metrics, "params": params}
 
 
 def log_answer(client: Any, parent_id: str, summary: dict[str, Any]) -> None:
