@@ -62,9 +62,21 @@ def reference_params(plan: SweepPlan, champion: Mapping[str, Any] | None = None)
             if v not in (None, "", "None"):
                 got[p] = v if p == "model" else float(v)
         return got, f"the champion's setting (version {champion.get('version', '?')})"
-    paper = all(abs(float(own.get(k, v)) - v) < 1e-9 for k, v in PAPER.items())
-    words = "the paper's defaults" if paper else "the config's own setting"
+    words = own_words(own)
     return own, words if plan.cfg.tune.control.reference == "defaults" else f"{words} (no champion yet)"
+
+
+def own_words(own: Mapping[str, Any]) -> str:
+    """How the answer names the config's own setting ``own``: "the paper's defaults" when it is
+    the paper's lambda, delta and gamma and nothing else is searched; "the paper's lambda, delta
+    and gamma with this config's <other values>" when training keys (lr, fg_oversample, ...)
+    are searched too (the paper has no value for them); else "the config's own setting"."""
+    if not all(abs(float(own.get(k, v)) - v) < 1e-9 for k, v in PAPER.items()):
+        return "the config's own setting"
+    rest = {k: v for k, v in own.items() if k not in PAPER}
+    if not rest:
+        return "the paper's defaults"
+    return f"the paper's lambda, delta and gamma with this config's {fmt_setting(rest)}"
 
 
 def _key(params: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -177,3 +177,12 @@ def test_the_arms_are_kept_for_a_rerun_and_a_changed_stage_is_refused(tmp_path):
     assert [(a.name, a.params, a.search_trial) for a in again] == [(a.name, a.params, a.search_trial) for a in arms]
     with pytest.raises(SingrInputError, match="tune.name"):
         _stage_arms(_plan(f"tune.storage_path={tmp_path}", "tune.name=s", "tune.confirm.top_k=2"), [row])
+
+
+def test_the_control_is_called_the_papers_defaults_only_when_it_is():
+    from tune.confirm import own_words
+
+    assert own_words({"lam": 0.5, "delta": 0.5, "gamma": 1.0}) == "the paper's defaults"
+    assert own_words({"lam": 0.5, "delta": 0.5, "gamma": 1.0, "fg_oversample": 0.33}) == (
+        "the paper's lambda, delta and gamma with this config's fg_oversample=0.33")
+    assert own_words({"lam": 0.25, "delta": 0.5, "gamma": 1.0}) == "the config's own setting"
