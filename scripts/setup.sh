@@ -12,6 +12,16 @@ PY="${PYTHON:-python3}"
 TORCH_SPEC="${SINGR_TORCH_SPEC:-torch==2.13.0}"
 FASTGEODIS_SPEC="FastGeodis==1.0.5"
 
+if [ -L .venv ]; then
+  # a .venv linked from another checkout (the README runner's copy links the repository's): installing here
+  # would point that environment's editable install at this folder, so it is only checked
+  if .venv/bin/python -c "import torch, FastGeodis, monai, singr" 2>/dev/null; then
+    echo "[setup] .venv is linked to $(readlink -f .venv): checked, not changed (scripts/setup.sh there updates it)"
+    exit 0
+  fi
+  echo "[setup] .venv is linked to $(readlink -f .venv) and cannot import the project: run scripts/setup.sh there" >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
