@@ -80,8 +80,9 @@ def common(args: argparse.Namespace) -> dict[str, Any]:
             "mlflow.experiment": "singr-search-compare", "mlflow.registered_model": "singr-search-compare",
             "mlflow.promote": "never", "tune.max_concurrent": int(args.concurrent),
             # the searches as first measured (reports/ambiguity/search.md): no control arm, no confirmation, no
-            # default first trial; issue 21 item 6 (the new pipeline at equal compute) is still to be run
-            "tune.control.seeds": 0, "tune.confirm.top_k": 0, "tune.start_from_defaults": False}
+            # default first trial (the pipeline with them, at equal compute: benchmarks/search_equal.py)
+            **({} if getattr(args, "stage", False) else
+               {"tune.control.seeds": 0, "tune.confirm.top_k": 0, "tune.start_from_defaults": False})}
 
 
 def ensure_data(args: argparse.Namespace) -> None:
@@ -106,7 +107,8 @@ def run_tune(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dic
         if not s.get("interrupted") and not s.get("stalled"):
             print(f"[compare] {name}: done before ({s.get('wall_seconds')} s), read back", flush=True)
             return s
-    cmd = [sys.executable, "-m", "tune", "-c", CONFIG, "-q", *_ov({**common(args), **values, "tune.name": name})]
+    config = getattr(args, "config", CONFIG)
+    cmd = [sys.executable, "-m", "tune", "-c", config, "-q", *_ov({**common(args), **values, "tune.name": name})]
     print(f"[compare] {name}: {' '.join(cmd[3:])}", flush=True)
     t0 = time.time()
     log = work / "logs" / f"{name}.log"
@@ -375,22 +377,31 @@ def write_report(out: Path, res: dict[str, Any], cfg: Any) -> None:
         lines.append(f"| {name} | {len(v['seeds'])} | {_cell(tuple(v['test_Dice']))} | "
                      f"{_cell(tuple(v['test_HD95']), 2)} | {v['trial_epochs_mean']:.0f} | {stopped:.1f} | {wall} | "
                      f"{champs} |")
-    lines += ["", "Paired per test case (d = A − B for each case and seed; mean ± SE over cases of the "
-              "seed-averaged d, 95% CI by the two-way bootstrap over seeds and cases, Wilcoxon p over cases):", "",
-              "| A − B | metric | seeds × cases | mean ± SE | 95% CI | Wilcoxon p | per-seed mean ± SE | verdict |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for p in res["paired"]:
-        dg = 3 if p["metric"].startswith("Dice") else 2
-        lines.append(f"| {p['a']} − {p['b']} | {p['metric']} | {p['n_seeds']} × {p['n_cases']} | {p['mean']:+.{dg}f} ± "
-                     f"{p['se']:.{dg}f} | {p['ci_lo']:+.{dg}f} to {p['ci_hi']:+.{dg}f} | {p['p']:.3g} | "
-                     f"{p['seed_mean']:+.{dg}f} ± {p['seed_se']:.{dg}f} | {p['verdict']} |")
-    lines += ["", headline(res), "", f"![search]({png.name})", "",
+    lines += ["", *paired_table(res["paired"]), "", headline(res), "", f"![search]({png.name})", "",
               f"Reproduce: `.venv/bin/python benchmarks/search_compare.py` (its sweeps took "
               f"{res.get('sweeps_wall_seconds', res['wall_seconds']) / 60:.0f} min here, on 2 CPU cores; a finished "
               "sweep is read back, not run again)."]
     write_text(out / "search.md", "\n".join(lines) + "\n")
     write_json(out / "search.json", _finite(res))
     print("\n".join(lines), flush=True)
+
+
+def paired_table(pairs: list[dict[str, Any]], per_seed: bool = True) -> list[str]:
+    """Markdown lines of the paired comparisons (:func:`tune.report.analysis.compare` rows with ``a``,
+    ``b`` and ``metric``): the caption, the header and one row per pair; ``per_seed`` adds the
+    per-seed mean ± SE column."""
+    seed_h, seed_a = (" per-seed mean ± SE |", " ---: |") if per_seed else ("", "")
+    lines = ["Paired per test case (d = A − B for each case and seed; mean ± SE over cases of the seed-averaged d, "
+             "95% CI by the two-way bootstrap over seeds and cases, Wilcoxon p over cases):", "",
+             f"| A − B | metric | seeds × cases | mean ± SE | 95% CI | Wilcoxon p |{seed_h} verdict |",
+             f"| --- | --- | ---: | ---: | ---: | ---: |{seed_a} --- |"]
+    for p in pairs:
+        dg = 3 if p["metric"].startswith("Dice") else 2
+        seed = f" {p['seed_mean']:+.{dg}f} ± {p['seed_se']:.{dg}f} |" if per_seed else ""
+        lines.append(f"| {p['a']} − {p['b']} | {p['metric']} | {p['n_seeds']} × {p['n_cases']} | {p['mean']:+.{dg}f} ± "
+                     f"{p['se']:.{dg}f} | {p['ci_lo']:+.{dg}f} to {p['ci_hi']:+.{dg}f} | {p['p']:.3g} |{seed} "
+                     f"{p['verdict']} |")
+    return lines
 
 
 def headline(res: dict[str, Any]) -> str:
