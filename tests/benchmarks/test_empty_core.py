@@ -25,8 +25,8 @@ def test_dice_follows_the_brats_empty_rule(ec):
 
 def test_report_has_a_row_per_variant_with_its_comparison(ec, tmp_path):
     thr = {"0.0": {"tc_dice": 0.5, "empty_tc": 4}, "-0.2": {"tc_dice": 0.52, "empty_tc": 2}}
-    base = {"runs": 3, "case_runs": 75, "empty_tc": 4, "dice_mean": 0.70, "dice_tc_mean": 0.5, "dice_wt_mean": 0.75, "threshold": thr,
-            "max_shat_in_empty_core": {"n": 4, "median": -0.31, "max": -0.05}}
+    base = {"runs": 3, "case_runs": 75, "empty_tc": 4, "dice_mean": 0.70, "dice_tc_mean": 0.5, "dice_wt_mean": 0.75,
+            "threshold": thr, "max_shat_in_empty_core": {"n": 4, "median": -0.31, "max": -0.05}}
     vs = {"mean": 0.04, "ci_lo": 0.01, "ci_hi": 0.07, "verdict": "better"}
     res = {"sweeps": ["a"], "thresholds": [0.0, -0.2], "baseline": "singr",
            "variants": {"singr": base, "lr1e-2": {**base, "dice_mean": 0.74, "vs_baseline": vs}}}

@@ -42,7 +42,8 @@ def _res(gain: float, seeds=(0, 1, 2), n=20):
                          "trial_epochs_mean": 100.0, "empty_tc": 3, "wall_s_mean": 10.0}
     for a, b in (("optuna+confirm", "default-best-of-n"), ("random+confirm", "default-best-of-n"),
                  ("optuna+confirm", "random+confirm"), ("optuna+confirm", "default"),
-                 ("default-best-of-n", "default")):
+                 ("default-best-of-n", "default"), ("optuna+winner", "default-best-of-n"),
+                 ("optuna+winner", "optuna+confirm")):
         for key, hib in (("Dice_mean", True), ("HD95_mean", False)):
             g = gain if a == "optuna+confirm" and key == "Dice_mean" else 0.0
             d = g + rng.normal(0, 0.01, (len(seeds), n))
@@ -62,5 +63,6 @@ def test_report_headline_follows_the_paired_ci(se, tmp_path, gain, words):
     se.write_report(tmp_path, _res(gain))
     text = (tmp_path / "wide-fov.md").read_text()
     assert words in text and "3 of 3 seeds" in text
+    assert "Registering the confirmation's best mean whatever its evidence (optuna+winner) would have given" in text
     assert (tmp_path / "wide-fov.png").stat().st_size > 1000 and (tmp_path / "wide-fov.json").exists()
     assert text.count("| optuna+confirm − default-best-of-n |") == 2  # Dice and HD95 rows
