@@ -86,15 +86,21 @@ def common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ensure_data(args: argparse.Namespace) -> None:
-    root = Path(args.data)
+    synth_data(Path(args.data), "ambiguity.yaml", 0.5)
+
+
+def synth_data(root: Path, config: str, ambiguity: float | None = None) -> None:
+    """Write the synthetic data set of ``configs/<config>``'s ``synth`` section to ``root`` (at
+    ``ambiguity``, else the config's) unless ``root`` already holds it."""
     if root.is_dir() and any(root.iterdir()):
         return
     from singr.config import load_config
     from singr.data.synth import synthesize_dataset
 
-    s = load_config(str(REPO / "configs" / "ambiguity.yaml")).synth
-    print(f"[compare] writing the synthetic data set (ambiguity 0.5) to {root}", flush=True)
-    synthesize_dataset(root, n_cases=s.n_cases, shape=tuple(s.shape), seed=s.seed, progress=False, ambiguity=0.5)
+    s = load_config(str(REPO / "configs" / config)).synth
+    amb = float(s.ambiguity if ambiguity is None else ambiguity)
+    print(f"[compare] writing the synthetic data set ({config}, ambiguity {amb:g}) to {root}", flush=True)
+    synthesize_dataset(root, n_cases=s.n_cases, shape=tuple(s.shape), seed=s.seed, progress=False, ambiguity=amb)
 
 
 def run_tune(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from search_compare import (  # noqa: E402, I001
-    _ms, _ov, _spec, case_csv, champion_scores, common, evaluate_model, grid_values, paired_table, run_tune)
+    _ms, _ov, _spec, case_csv, champion_scores, common, evaluate_model, grid_values, paired_table, run_tune,
+    synth_data)
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "wide-fov": {"config": "wide-fov.yaml", "data": "data/wide-fov", "synth": "wide-fov.yaml", "ambiguity": None,
@@ -81,18 +82,6 @@ def empty_tc(cases: dict[str, dict[str, float]]) -> int:
     return int(sum(1 for c in cases.values() if abs(float(c.get("HD95_TC", 0.0)) - EMPTY_HD95) < 1e-3))
 
 
-def ensure_data(setting: dict[str, Any], root: Path) -> None:
-    if root.is_dir() and any(root.iterdir()):
-        return
-    from singr.config import load_config
-    from singr.data.synth import synthesize_dataset
-
-    s = load_config(str(REPO / "configs" / setting["synth"])).synth
-    amb = float(s.ambiguity if setting["ambiguity"] is None else setting["ambiguity"])
-    print(f"[equal] writing the synthetic data set to {root}", flush=True)
-    synthesize_dataset(root, n_cases=s.n_cases, shape=tuple(s.shape), seed=s.seed, progress=False, ambiguity=amb)
-
-
 # what the comparison does not need from a sweep: the card's test metrics (scored here) and the exports
 LEAN = {"mlflow.card_test_metrics": False, "mlflow.export": []}
 
@@ -130,11 +119,9 @@ def winner_row(args: argparse.Namespace, cfg: Any, row: dict[str, Any], summ: di
         ckpts = [Path(conf["dir"]) / "singr_trials" / t / "checkpoints" / "best.safetensors" for t in trial_ids]
         evaluate(load_predictor(ckpts, "cpu"), cfg, split="test", out_dir=out, progress=False, overlays=0)
     cases = case_csv(out / "metrics_test.csv")
-    from tune.verdict import fmt_setting
-
     return ({**row, **champion_scores(cases), "empty_tc": empty_tc(cases),
-             "registered": f"{arm} ({fmt_setting(conf['arms'][arm]['params'])})"
-                           + ("" if conf.get("chosen") == arm else ", not confirmed")}, cases)
+             "registered": _registered({"arm": arm}, conf) + ("" if conf.get("chosen") == arm else ", not confirmed")},
+            cases)
 
 
 def _registered(model: dict[str, Any], conf: dict[str, Any]) -> str:
@@ -184,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from tune.config import load_service_config
     from tune.report.analysis import compare
 
-    ensure_data(setting, Path(args.data))
+    synth_data(Path(args.data), setting["synth"], setting["ambiguity"])
     base = load_service_config(args.config, _ov(common(args)))
     cfg = load_service_config(args.config, [*base.tune.train_overrides, *_ov(common(args))])
     epochs = int(cfg.train.epochs)
