@@ -7,7 +7,7 @@ The routes themselves are methods of the deployment (:mod:`serve.app`), register
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,7 +46,9 @@ POST GD", "T1 MPRAGE pre", "FLAIR AX", "T2 TSE": the rule of `singr predict`) or
 missing slices, mixed series, grids that disagree and unplaceable series are 422s naming the
 series. `?output=dicom-seg` returns the label map as a DICOM Segmentation (`application/dicom`,
 `seg.dcm`) that references the uploaded series, one segment per tumour region; every other
-output works for DICOM input too (the NIfTI label map is on the series' grid).
+output works for DICOM input too (the NIfTI label map is on the series' grid). **POST /v1/scan**
+takes the same upload and returns the case as read, not segmented: one 4-D NIfTI in the label
+map's geometry, modalities in `X-Modalities` order (how the viewer shows a DICOM zip's scan).
 
 `?model=challenger` (an alias, or a version such as `3`; or Serve's header
 `serve_multiplexed_model_id`) answers with that version of the served registered model instead of
@@ -127,6 +129,36 @@ _SEGMENT_BODY = {
         "503": {"description": "the model is not loaded yet, or the replica is busy (Retry-After says when to retry)"},
         "504": {"description": "the compute deadline passed (compute_deadline_s); send long cases as jobs"},
     },
+}
+
+_SCAN_BODY = {
+    "requestBody": _SEGMENT_BODY["requestBody"],
+    "responses": {
+        "200": {"description": "the case's image as one 4-D NIfTI (X, Y, Z, modality; int16 where every value is "
+                               "a whole number, else float32) in the geometry the label map comes in; the "
+                               "modalities' order in X-Modalities",
+                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+                "headers": {"X-Modalities": {"schema": {"type": "string"}, "description": "e.g. flair,t1,t1ce,t2"}}},
+        **{k: v for k, v in _SEGMENT_BODY["responses"].items() if k in ("401", "408", "413", "415", "429")},  # type: ignore[attr-defined]
+        "422": {"description": "missing/extra modality, shapes or affines disagree, DICOM series that cannot be read "
+                               "or placed (brain-likeness is not checked: its findings come in X-Input-Warnings)"},
+        "503": {"description": "the model is not loaded yet, or the replica is busy reading uploads"},
+    },
+}
+
+QUERY = {  # the query parameters of the routes that take a case (serve.app), with their descriptions
+    "output": Query("nifti", description="nifti: label map .nii.gz; json: volumes and model identity; "
+                    "signed: signed maps (4-D .nii.gz); dicom-seg: a DICOM Segmentation referencing the uploaded "
+                    "series (DICOM input only)"),
+    "dicom_map": Query(None, description="DICOM input: modality=series (number, SeriesInstanceUID or description), "
+                       "repeatable, for series the naming rule cannot place, e.g. dicom_map=t1ce=7"),
+    "label_convention": Query(None, description="labels of the returned map (default: the upload's naming; BraTS "
+                              "2023 -> ET = 3)"),
+    "tta": Query(None, description="test-time mirroring (8 passes); default: the model's"),
+    "postprocess": Query(None, description="apply the model's post-processing rules; default: the model's "
+                         "infer.postprocess"),
+    "force": Query(False, description="segment input that does not look like BraTS-space input (not skull-stripped, "
+                   "not co-registered, another voxel size): answered with X-Input-Warnings instead of 422"),
 }
 
 api = FastAPI(title="SiNGR segmentation", version="1.2.0", description=DESCRIPTION, docs_url=None, redoc_url=None,

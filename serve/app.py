@@ -8,6 +8,8 @@ Start it with ``singr serve [--model ...]`` or ``serve run serve/config.yaml``. 
                              ?tta=true mirrors at test time; ?postprocess=false skips the model's
                              post-processing rules; ?label_convention= picks the labels;
                              ?force=true segments input that does not look like BraTS-space input
+    POST   /v1/scan          the same upload, not segmented: the case as read, one 4-D .nii.gz (the viewer
+                             shows a DICOM zip's scan with it)
     POST   /v1/jobs          the same upload and options, answered 202 with a job id at once
     GET    /v1/jobs/{id}     the job's state and progress; .../result its answer; DELETE cancels
     GET    /v1/health        200 once the model is loaded, 503 before (or when loading failed)
@@ -41,26 +43,18 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray import serve
 
 from .admission import Abandoned, Admission, Busy, Ticket, request_cost, watch_all
-from .api import _SEGMENT_BODY, API_VERSION, STATIC, api, json_problem, log
+from .api import _SCAN_BODY, _SEGMENT_BODY, API_VERSION, QUERY, STATIC, api, json_problem, log
 from .jobs import JobStore, default_jobs_dir
 from .model import load_model
-from .respond import as_response, media_type, render
+from .respond import as_response, media_type, render, scan_bytes
 from .settings import endpoint_settings
 from .upload import HTTPProblem, parse_upload, problem_from, read_body, upload_voxels
 from .variants import ModelVariants
 
 _Output = Literal["nifti", "json", "signed", "dicom-seg"]
 _Convention = Optional[Literal["brats2020", "brats2023", "binary"]]
-_OUTPUT_Q = Query("nifti", description="nifti: label map .nii.gz; json: volumes and model identity; "
-                  "signed: signed maps (4-D .nii.gz); dicom-seg: a DICOM Segmentation referencing the uploaded "
-                  "series (DICOM input only)")
-_MAP_Q = Query(None, description="DICOM input: modality=series (number, SeriesInstanceUID or description), "
-               "repeatable, for series the naming rule cannot place, e.g. dicom_map=t1ce=7")
-_CONV_Q = Query(None, description="labels of the returned map (default: the upload's naming; BraTS 2023 -> ET = 3)")
-_TTA_Q = Query(None, description="test-time mirroring (8 passes); default: the model's")
-_POST_Q = Query(None, description="apply the model's post-processing rules; default: the model's infer.postprocess")
-_FORCE_Q = Query(False, description="segment input that does not look like BraTS-space input (not skull-stripped, "
-                 "not co-registered, another voxel size): answered with X-Input-Warnings instead of 422")
+_OUTPUT_Q, _MAP_Q, _CONV_Q = QUERY["output"], QUERY["dicom_map"], QUERY["label_convention"]
+_TTA_Q, _POST_Q, _FORCE_Q = QUERY["tta"], QUERY["postprocess"], QUERY["force"]
 
 
 @serve.deployment(name="SingrSegmenter", max_ongoing_requests=16, ray_actor_options={"num_cpus": 1},
@@ -350,6 +344,19 @@ class SingrSegmenter(ModelVariants):
                                              in zip(marks, marks[1:]))
         log.info("segment %s in %.2f s (%s)", output, time.perf_counter() - t0, headers["Server-Timing"])
         return as_response(headers, summary, data, name)
+
+    @api.post("/v1/scan", tags=["v1"], openapi_extra=_SCAN_BODY, response_class=Response,
+              summary="The case as this endpoint reads it, not segmented: one 4-D NIfTI on the label map's grid")
+    async def scan(self, request: Request, dicom_map: Optional[list[str]] = _MAP_Q) -> Response:
+        self._authorize(request)
+        if self.loaded is None:
+            return self._not_ready()
+        loaded = await self.model_for(request)
+        files, names = await self._receive(request)
+        self._price(files, names, False, loaded)  # 413 over max_voxels before anything is decoded
+        case, _, warnings, _ = await self._decode(files, names, True, None, loaded, "nifti", dicom_map)
+        headers, data = await asyncio.to_thread(scan_bytes, case, warnings)
+        return as_response(headers, {}, data, "scan.nii.gz")
 
     @api.post("/v1/jobs", tags=["v1"], status_code=202, openapi_extra=_SEGMENT_BODY,
               summary="Segment one case as a job: 202 with the job's id at once; poll GET /v1/jobs/{id}",

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 from fastapi.responses import JSONResponse, Response
 
-__all__ = ["render", "as_response", "media_type"]
+__all__ = ["render", "as_response", "media_type", "scan_bytes"]
 
 
 def render(case: Any, p: Any, output: str, tta: bool, postprocessed: bool, ident: dict[str, Any],
@@ -50,6 +50,23 @@ def render(case: Any, p: Any, output: str, tta: bool, postprocessed: bool, ident
     if output == "signed":
         return headers, summary, nifti_bytes(np.moveaxis(p.signed, 0, -1), affine, case.header), "signed.nii.gz"
     return headers, summary, nifti_bytes(p.labels, affine, case.header), "seg.nii.gz"
+
+
+def scan_bytes(case: Any, warnings: list[str]) -> tuple[dict[str, str], bytes]:
+    """(headers, ``.nii.gz`` bytes) of the case's image as read: one 4-D volume (X, Y, Z, modality)
+    in the case's geometry, the label map's; int16 where every value is a whole number within
+    int16 (DICOM pixels, BraTS files), else float32. ``X-Modalities`` names the channels in order."""
+    from singr.io import check_affine, nifti_bytes
+
+    affine = check_affine(case.affine, case=case.case_id)
+    img = np.moveaxis(np.asarray(case.image, dtype=np.float32), 0, -1)
+    if img.size and np.isfinite(img).all() and img.min() >= -32768 and img.max() <= 32767 and \
+            np.array_equal(img, np.rint(img)):
+        img = img.astype(np.int16)
+    headers = {"X-Modalities": ",".join(case.modalities)}
+    if warnings:
+        headers["X-Input-Warnings"] = json.dumps(warnings)
+    return headers, nifti_bytes(img, affine, None)
 
 
 def as_response(headers: dict[str, str], summary: dict[str, Any], data: Optional[bytes],

@@ -2,6 +2,8 @@
  * with NiiVue (vendored in static/niivue/, no CDN, no build step).
  *
  *   files (4 modalities or one 4-D NIfTI) --POST v1/segment--> label map .nii.gz (+ X-Volumes-ml)
+ *   a zip of DICOM series              the same, and --POST v1/scan--> the scan as the endpoint read it
+ *                                      (4-D NIfTI): NiiVue reads no DICOM here, the endpoint converts
  *   signed toggle / download        --POST v1/segment?output=signed--> 4-D signed maps (TC, WT, ET)
  *   page load / API key change      --GET  v1/model--> name, version, lambda, delta, gamma
  *
@@ -156,8 +158,10 @@
     return { key: null, canonical: null };
   }
 
+  const isZip = (name) => /\.zip$/i.test(name);
+
   function caseName(files) {
-    const f = files[0] && files[0].file.name.replace(/\.(nii(\.gz)?|gz)$/i, "");
+    const f = files[0] && files[0].file.name.replace(/\.(nii(\.gz)?|gz|zip)$/i, "");
     if (!f) return "case";
     const trimmed = files[0].key ? f.replace(new RegExp("[-_.]?" + files[0].key + "$", "i"), "") : f;
     return trimmed || "case";
@@ -172,7 +176,8 @@
       n.textContent = f.file.name;
       const m = document.createElement("span");
       m.className = "mod" + (f.canonical ? "" : state.files.length === 1 ? "" : " unknown");
-      m.textContent = f.canonical || (state.files.length === 1 ? "4-D (all modalities)" : "unknown modality");
+      m.textContent = f.canonical || (state.files.length === 1
+        ? (isZip(f.file.name) ? "DICOM series (zip)" : "4-D (all modalities)") : "unknown modality");
       li.append(n, m);
       el.fileList.append(li);
     }
@@ -233,9 +238,16 @@
     el.canvas.dataset.overlay = "";
     clearVolumes();
     const NVImage = window.niivue.NVImage;
-    const bgFile = (state.files.find((f) => f.canonical === "flair") || state.files[0]).file;
-    // a 4-D upload shows its first channel (FLAIR by the endpoint's order)
-    const bg = await NVImage.loadFromFile({ file: bgFile, colormap: "gray", opacity: 1 });
+    let bg;
+    if (res.scan) {  // a DICOM zip: the scan as the endpoint read it, its FLAIR channel
+      const mods = res.scan.modalities;
+      bg = await NVImage.loadFromFile({ file: new File([res.scan.buf], "scan.nii.gz"), colormap: "gray", opacity: 1,
+                                        frame4D: Math.max(0, mods.indexOf("flair")) });
+    } else {
+      const bgFile = (state.files.find((f) => f.canonical === "flair") || state.files[0]).file;
+      // a 4-D upload shows its first channel (FLAIR by the endpoint's order)
+      bg = await NVImage.loadFromFile({ file: bgFile, colormap: "gray", opacity: 1 });
+    }
     nv.addVolume(bg);
     const lab = await NVImage.loadFromFile({ file: new File([res.labels], "seg.nii.gz"), opacity: overlayOpacity() });
     lab.setColormapLabel(res.regions.length === 1 ? BINARY_LUT : LABEL_LUT);
@@ -345,6 +357,16 @@
         + `v${state.result.modelVersion} \u00b7 mirroring ${tta ? "on" : "off"} \u00b7 ${((performance.now() - t0) / 1000).toFixed(1)} s`;
       el.downloadLabels.disabled = el.downloadSigned.disabled = false;
       el.signedToggle.disabled = el.signedRegion.disabled = !state.nv;
+      if (state.files.length === 1 && isZip(state.files[0].file.name) && state.nv) {
+        setStatus("Fetching the scan the endpoint read from the DICOM series\u2026", "busy");
+        const s = await fetch("v1/scan", { method: "POST", body: formData(), headers: headers() });
+        if (!s.ok) {
+          setStatus("Segmented (volumes above), but the scan could not be fetched: " + await problemMessage(s), "error");
+          return;
+        }
+        state.result.scan = { buf: await s.arrayBuffer(),
+                              modalities: (s.headers.get("X-Modalities") || "").split(",").filter(Boolean) };
+      }
       setStatus("Drawing\u2026", "busy");
       try {
         await showResult(state.result);

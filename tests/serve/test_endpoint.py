@@ -86,8 +86,8 @@ def server(trained):
             ray.shutdown()
 
 
-def _post(base: str, files, params=None, timeout=300, **kw) -> httpx.Response:
-    return httpx.post(base + "/v1/segment", files=files, params=params, timeout=timeout, **kw)
+def _post(base: str, files, params=None, timeout=300, endpoint: str = "/v1/segment", **kw) -> httpx.Response:
+    return httpx.post(base + endpoint, files=files, params=params, timeout=timeout, **kw)
 
 
 def _as_files(mapping: dict[str, bytes], names: dict[str, str] | None = None):
@@ -219,7 +219,9 @@ def test_health_model_and_docs(server):
     assert m["modalities"] == list(MODS_2020) and m["modalities_brats2023"] == list(MODS_2023)
     assert m["architecture"] == "unet3d" and m["region_names"] == ["TC", "WT", "ET"]
     spec = httpx.get(base + "/openapi.json", timeout=30).json()
-    assert {"/v1/segment", "/v1/health", "/v1/model"} <= set(spec["paths"])
+    assert {"/v1/segment", "/v1/scan", "/v1/health", "/v1/model"} <= set(spec["paths"])
+    scan = spec["paths"]["/v1/scan"]["post"]
+    assert "application/zip" in scan["requestBody"]["content"] and "X-Modalities" in scan["responses"]["200"]["headers"]
     assert httpx.get(base + "/docs", timeout=30).status_code == 200
 
 
@@ -484,6 +486,22 @@ def test_dicom_zip_in_and_dicom_seg_out_agree_with_the_nifti_answer(server, tmp_
     img = _load_nii(r.content)
     np.testing.assert_array_equal(np.asarray(img.dataobj), ref)
     np.testing.assert_allclose(img.affine, ref_img.affine, atol=1e-4)
+
+    # the scan as read, not segmented (POST /v1/scan: what the viewer shows for a zip), on the label map's grid
+    s = httpx.post(base + "/v1/scan", content=study, headers={"content-type": "application/zip"}, timeout=120)
+    assert s.status_code == 200, s.text
+    assert s.headers["x-modalities"] == "flair,t1,t1ce,t2" and "x-volumes-ml" not in s.headers
+    scan = _load_nii(s.content)
+    assert scan.shape == (120, 120, 40, 4) and scan.get_data_dtype() == np.int16  # DICOM pixels: whole numbers
+    np.testing.assert_allclose(scan.affine, ref_img.affine, atol=1e-4)
+    read, _ = read_dicom_case(folder)
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(scan.dataobj), -1, 0), read.image)
+    s = _post(base, _as_files(nifti), endpoint="/v1/scan")  # NIfTI input: the same volumes (the real case is int16)
+    assert s.status_code == 200 and s.headers["x-modalities"] == "flair,t1,t1ce,t2", s.text
+    np.testing.assert_array_equal(np.asarray(_load_nii(s.content).dataobj),
+                                  np.stack([np.asarray(_load_nii(nifti[m]).dataobj) for m in MODS_2020], -1))
+    s = _post(base, _as_files(nifti), endpoint="/v1/scan", params={"dicom_map": "t1ce=3"})
+    assert s.status_code == 422 and "needs DICOM input" in s.json()["detail"], s.text
 
     # the zip as the one file of a form, answered as a DICOM SEG that references the uploaded series
     r = _post(base, [("study", ("study.zip", study, "application/zip"))], params={**opts, "output": "dicom-seg"})

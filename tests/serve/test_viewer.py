@@ -8,7 +8,8 @@ Playwright fails the test instead of skipping it.
 
 The test uploads the small synthetic case through the page, checks that the label overlay
 is drawn in the region colours, that the volumes shown equal those of the JSON API, that the
-download is the API's label map, that the signed-map toggle draws, that a 415 answer is
+download is the API's label map, that the signed-map toggle draws, that a zip of DICOM series is
+segmented and its scan drawn (from POST /v1/scan), that a 415 answer is
 shown with its detail, that /docs works from local assets, and that the page asks nothing of
 any other origin. The screenshot is kept in the test's tmp dir (copied to docs/viewer.png with SINGR_UPDATE_DOCS=1).
 """
@@ -280,6 +281,34 @@ def test_viewer_in_browser(chromium, server, browser_context, tmp_path):
     shot4d = _png(page.locator("#canvas").screenshot(path=str(tmp_path / "canvas_4d_tta.png")))
     assert sum(_near(shot4d, rgb) for rgb in COLOURS.values()) > 500
     page.uncheck("#tta")
+
+    # -- a zip of the case's DICOM series: segmented, and the scan drawn from POST /v1/scan (NiiVue reads no DICOM)
+    import zipfile
+
+    from singr.io.dicom_write import write_dicom_case
+
+    write_dicom_case(np.stack(arrays).astype(np.float32), ref_img.affine, MODS_2020, tmp_path / "dicom")
+    study = tmp_path / "case_dicom.zip"
+    with zipfile.ZipFile(study, "w") as zf:
+        for p in sorted((tmp_path / "dicom").rglob("*.dcm")):
+            zf.write(p, p.relative_to(tmp_path / "dicom").as_posix())
+    page.set_input_files("#files", [str(study)])
+    assert "DICOM series (zip)" in page.locator("#file-list").inner_text()
+    page.click("#segment")
+    status = _wait_done(page)
+    assert page.locator("#status").get_attribute("data-kind") == "ok", status
+    page.wait_for_selector("#canvas[data-overlay='labels']")
+    assert any(u.endswith("/v1/scan") for u in requests)
+    r = httpx.post(base + "/v1/segment", content=study.read_bytes(), headers={"content-type": "application/zip"},
+                   params={"output": "json", "tta": "false"}, timeout=300)
+    assert r.status_code == 200, r.text
+    shown = _page_volumes(page)
+    for n, v in r.json()["volumes_ml"].items():
+        assert shown[n][0] == pytest.approx(v, abs=1e-4), (n, shown[n], v)
+    shotzip = _png(page.locator("#canvas").screenshot(path=str(tmp_path / "canvas_dicom_zip.png")))
+    assert sum(_near(shotzip, rgb) for rgb in COLOURS.values()) > 500
+    grey = (shotzip.max(-1) - shotzip.min(-1) < 10) & (shotzip.max(-1) > 30)  # the scan itself, not black
+    assert grey.sum() > 2000, int(grey.sum())
 
     # -- a 4xx answer is shown with the endpoint's detail (a t2 that is not a NIfTI file)
     bad = tmp_path / "bad"
