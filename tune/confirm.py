@@ -137,10 +137,18 @@ def _case_scores(checkpoint_path: str | None, metric: str) -> dict[str, float]:
     return {str(r["case"]): float(r[col]) for r in rows if col in r and r[col] is not None}
 
 
+def run_score(row: Mapping[str, Any]) -> float:
+    """A finished run's score for the stage: its best checkpoint on the whole validation split
+    (``full_score``) where ``train.val_max_cases`` validated a subset per epoch, else its best
+    epoch's score."""
+    full = row.get("full_score")
+    return float(full) if isinstance(full, (int, float)) and full == full else float(row["score"])
+
+
 def search_best_run(plan: SweepPlan, best: Mapping[str, Any]) -> RunScore:
     """The search's best trial as a :class:`RunScore` (seed ``train.seed``)."""
     params = {k: best.get(k) for k in search_params(plan.cfg)}
-    return RunScore("best_trial", int(plan.cfg.train.seed), float(best["score"]),
+    return RunScore("best_trial", int(plan.cfg.train.seed), run_score(best),
                     _case_scores(best.get("checkpoint_path"), plan.metric), str(best["trial_id"]),
                     best.get("checkpoint_path"), {**dict(best), "params": params})
 
@@ -218,7 +226,7 @@ def run_confirm(plan: SweepPlan, arms: Sequence[Arm], parent: str, runs: Any) ->
         if row["error"] or not row["checkpoint_path"] or row["score"] != row["score"]:
             failed.append(f"{c.get('arm')} seed {c.get('seed')} ({row['trial_id']})")
             continue
-        out.append(RunScore(str(c.get("arm")), int(c.get("seed", 0)), float(row["score"]),
+        out.append(RunScore(str(c.get("arm")), int(c.get("seed", 0)), run_score(row),
                             _case_scores(row["checkpoint_path"], plan.metric), str(row["trial_id"]),
                             row["checkpoint_path"], {**row, "params": {k: c.get(k) for k in search_params(cfg)}}))
     if failed:

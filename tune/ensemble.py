@@ -165,10 +165,14 @@ def single_model(plan: SweepPlan, best: dict[str, Any], split: dict[str, list[st
     return _write(plan, model, [tmp])
 
 
-def _val_ids(plan: SweepPlan, split: dict[str, list[str]]) -> list[str]:
-    """The validation cases a trial validated on (``train.val_max_cases`` first ones)."""
+def _val_ids(plan: SweepPlan, split: dict[str, list[str]], full: bool = False) -> list[str]:
+    """The validation cases a trial validated on each time (``train.val_max_cases`` first ones),
+    or with ``full`` those its runs' scores come from at the end (the whole split when
+    ``train.val_full_at_end``)."""
     n = plan.cfg.train.val_max_cases
-    return list(split["val"]) if n is None else list(split["val"])[: int(n)]
+    if n is None or (full and plan.cfg.train.val_full_at_end):
+        return list(split["val"])
+    return list(split["val"])[: int(n)]
 
 
 def top_k_model(plan: SweepPlan, rows: list[dict[str, Any]], n: int, split: dict[str, list[str]]) -> ModelFolder:
@@ -198,12 +202,13 @@ def top_k_model(plan: SweepPlan, rows: list[dict[str, Any]], n: int, split: dict
     return _write_info(plan, model)
 
 
-def _score_on_val(plan: SweepPlan, model: ModelFolder, split: dict[str, list[str]]) -> list[str]:
-    """Set ``model.score``: the folder (ensemble, as served) on the validation cases; their ids."""
+def _score_on_val(plan: SweepPlan, model: ModelFolder, split: dict[str, list[str]], full: bool = False) -> list[str]:
+    """Set ``model.score``: the folder (ensemble, as served) on the validation cases (``full``: see
+    :func:`_val_ids`); their ids."""
     from singr.engine.bundle import load_predictor
     from singr.engine.trainer import validate
 
-    ids = _val_ids(plan, split)
+    ids = _val_ids(plan, split, full)
     pred = load_predictor(model.path, device="auto", postprocess=False)
     means, _ = validate(pred, plan.cfg, plan.cache_dir, ids, pred.device,
                         lesion=plan.metric.startswith("val_Lesion"))
@@ -235,8 +240,8 @@ def seeds_model(plan: SweepPlan, arm: str, runs: list[Any], ensemble: bool, spli
                         split_digest(split), extra={"arm": arm, "answer": answer,
                                                     **(chosen[0].row.get("params") or {})})
     _write(plan, model, files)
-    if kind == "seeds":
-        ids = _score_on_val(plan, model, split)
+    if kind == "seeds":  # on the cases its runs' scores come from (stage runs all reach the last epoch)
+        ids = _score_on_val(plan, model, split, full=True)
         model.scored_on = (f"the {arm} arm's {len(chosen)}-seed ensemble on {len(ids)} validation case"
                            f"{'s' if len(ids) != 1 else ''} (its runs alone: "
                            f"{', '.join(f'{float(r.score):.4f}' for r in chosen)})")

@@ -51,7 +51,7 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
         ran = int(m.get(TIME_ATTR) or 0)
         cfg = res.config or {}
         row: dict[str, Any] = {"trial_id": m.get("trial_id") or Path(res.path).name, **{k: cfg.get(k) for k in params},
-               "score": score, "val_Dice_best": best,
+               "score": score, "val_Dice_best": best, "full_score": _full_score(m, metric),
                "val_Dice_last": hist[-1][1] if hist else float(m.get(METRIC, float("nan"))),
                "HD95_last": float(m.get("val_HD95_mean", float("nan"))), "epochs_run": ran,
                "stopped_early": bool(res.error is None and ran < epochs), "error": bool(res.error is not None),
@@ -64,6 +64,13 @@ def trial_rows(grid: Any, plan: SweepPlan) -> list[dict[str, Any]]:
     return rows
 
 
+def _full_score(m: dict[str, Any], metric: str) -> float:
+    """The objective on the whole validation split (``full_val_*``, reported after the last epoch
+    when ``train.val_max_cases`` validated a subset per epoch); NaN where the trial has none."""
+    v = m.get(f"full_{metric}")
+    return float(v) if isinstance(v, (int, float)) and v == v else float("nan")
+
+
 def trial_timing(df: Any) -> dict[str, float]:
     """Where a trial's time went, from its reports (NaN where a column is missing):
     ``first_report_s`` (start to the first epoch's report: start-up plus one epoch; from the
@@ -73,10 +80,11 @@ def trial_timing(df: Any) -> dict[str, float]:
     start to its last report), ``epoch_s`` (median ``epoch_seconds``), ``patches_per_s``
     (median), ``data_wait_share`` (total ``data_wait_seconds`` / total ``train_seconds``: how
     long the network waited for data) and ``val_share`` (total ``val_seconds`` / total
-    ``epoch_seconds``)."""
+    ``epoch_seconds``; the whole-split validation after the last epoch, ``full_val_seconds``,
+    counted in both); ``train_s`` and ``val_s``: the totals of those two (seconds)."""
     nan = float("nan")
     out = {"first_report_s": nan, "startup_s": nan, "epoch_share": nan, "epoch_s": nan, "patches_per_s": nan,
-           "data_wait_share": nan, "val_share": nan}
+           "data_wait_share": nan, "val_share": nan, "train_s": nan, "val_s": nan}
     if df is None or not len(df):
         return out
 
@@ -85,6 +93,13 @@ def trial_timing(df: Any) -> dict[str, float]:
 
     total, ep, pps = col("time_total_s"), col("epoch_seconds"), col("patches_per_s")
     wait, train, val = col("data_wait_seconds"), col("train_seconds"), col("val_seconds")
+    full = col("full_val_seconds")
+    if full is not None and len(full):
+        val = full if val is None else val.add(full, fill_value=0.0).dropna()
+    if train is not None and len(train):
+        out["train_s"] = round(float(train.sum()), 2)
+    if val is not None and len(val):
+        out["val_s"] = round(float(val.sum()), 2)
     first = col("startup/first_report_s")
     if first is None or not len(first):
         first = total
@@ -118,6 +133,43 @@ def slot_use(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
         out[f"{key}_median"] = round(statistics.median(vals), 4) if vals else None
     return out
+
+
+def time_split(clock: dict[str, Any], rows: list[dict[str, Any]], end: float) -> dict[str, float | None]:
+    """Where a sweep's wall time went (seconds): ``maps`` (the SiNG map stage), ``search`` (the
+    trials, wall), within it the trials' summed ``train`` (optimisation, loading included) and
+    ``validation`` (per-epoch and whole-split) and their ``val_share`` of the two, ``stage``
+    (control and confirmation), ``model`` (the model folder: ensemble built and scored),
+    ``register`` (MLflow model, card, exports, promotion), ``other`` (the rest: start, results
+    files) and ``total``. ``clock`` holds ``start`` (a time.time()) and the stages' seconds."""
+    def total(key: str) -> float | None:
+        vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]
+        return round(sum(vals), 1) if vals else None
+
+    out: dict[str, float | None] = {k: (round(float(clock[k]), 1) if clock.get(k) is not None else None)
+                                    for k in ("maps", "search", "stage", "model", "register")}
+    train, val = total("train_s"), total("val_s")
+    out.update({"train": train, "validation": val,
+                "val_share": round(val / (train + val), 4) if train is not None and val is not None and train + val > 0
+                else None, "total": round(end - float(clock["start"]), 1)})
+    out["other"] = round(float(out["total"] or 0.0) - sum(float(out[k] or 0.0) for k in
+                                                            ("maps", "search", "stage", "model", "register")), 1)
+    return out
+
+
+def format_time_split(split: dict[str, float | None]) -> str:
+    """One line: ``wall time N s: maps a s, search b s (trials: training c s, validation d s = e%), ...``."""
+    def s(key: str) -> str:
+        v = split.get(key)
+        return "-" if v is None else f"{float(v):.0f} s"
+
+    inner = ""
+    if split.get("train") is not None:
+        share = split.get("val_share")
+        inner = (f" (trials: training {s('train')}, validation {s('validation')}"
+                 + (f" = {float(share):.0%} of the two" if share is not None else "") + ")")
+    return (f"wall time {s('total')}: maps {s('maps')}, search {s('search')}{inner}, control and confirmation "
+            f"{s('stage')}, model {s('model')}, registration {s('register')}, other {s('other')}")
 
 
 def best_score(df: Any, m: dict[str, Any], metric: str) -> float:

@@ -95,7 +95,9 @@ def run_sweep(plan: SweepPlan, splits: list[tuple[Any, dict[str, list[str]]]], *
     print(f"[tune] {plan.n_trials} {kind}, up to {conc} at once; each {how_trials_train(cfg, scale)} x "
           f"{{CPU: {scale.cpus:g}, GPU: {scale.gpus:g}}}; MLflow {plan.tracking_uri} (parent run {parent})", flush=True)
     runs = TrialRuns(plan, parent)
+    ts = time.time()
     run = run_search(plan, scale, conc, [runs], resume=resume)
+    maps["search_seconds"] = round(time.time() - ts, 1)
     maps["resources"] = run.resources
     return finish(plan, run.grid, run.restored, maps, parent, runs, t0, stalled=run.stalled)
 
@@ -104,7 +106,16 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
            t0: float, stalled: bool = False) -> int:
     """Results files, then registration (search) or the report (grid). Exit codes: 0 done,
     130 interrupted (run the command again to resume), 3 ended by the watchdog."""
-    from .results import format_table, interrupted, slot_use, trial_rows, write_csv, write_plot
+    from .results import (
+        format_table,
+        format_time_split,
+        interrupted,
+        slot_use,
+        time_split,
+        trial_rows,
+        write_csv,
+        write_plot,
+    )
 
     cfg = plan.cfg
     params = search_params(cfg)
@@ -153,18 +164,25 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
     from .ensemble import RefitIncomplete
 
     top = best  # the search's best trial (``best`` becomes the registered run's row after a confirmation)
+    clock = {"start": t0, "maps": maps.get("map_seconds"), "search": maps.get("search_seconds")}
     try:
+        tc = time.time()
         stage = _confirm_stage(plan, rows, best, parent, runs, summary)
         if stage is not None and stage.registered_row is not None:
             best = stage.registered_row
+        tm = time.time()
         model = _build_model(plan, rows, parent, runs, stage)
     except RefitIncomplete as e:
         return _refit_incomplete(plan, parent, summary, [csv_p, png_p], runs, e)
+    tr = time.time()
+    clock.update({"stage": tm - tc, "model": tr - tm})
     model_dir = model.path
     reg = _register(plan, parent, best, model_dir, runs, model=model,
                     answer=summary.get("confirm", {}).get("answer"))
+    clock["register"] = time.time() - tr
     summary.update({"best_model": str(model_dir), "model": model.summary(), "registered": reg,
-                    "wall_seconds": round(time.time() - t0, 1), "mlflow_not_logged": runs.failures})
+                    "wall_seconds": round(time.time() - t0, 1), "mlflow_not_logged": runs.failures,
+                    "time_split": time_split(clock, rows, time.time())})
     write_json(summary_p, summary, indent=1, default=str)
     _close(plan, parent, "FINISHED", summary, [csv_p, png_p, summary_p], runs)
 
@@ -186,6 +204,7 @@ def finish(plan: SweepPlan, grid: Any, restored: bool, maps: dict[str, Any], par
         print(f"[tune] MLflow: {len(runs.failures)} item(s) not logged (listed in {summary_p}); the sweep's own "
               "results above are complete", flush=True)
     print_ui_link(plan, parent, runs)
+    print(f"[tune] {format_time_split(summary['time_split'])}", flush=True)
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0
 
@@ -300,10 +319,13 @@ def _finish_grid(plan: SweepPlan, parent: str, rows: list[dict[str, Any]], summa
                  files: list[Path], maps: dict[str, Any], runs: Any, t0: float) -> int:
     """A comparison grid ends with its report (``singr report``), not a registered model."""
     from .report import write_report
+    from .results import format_time_split, time_split
 
     assert plan.cfg.experiment is not None
     split = plan.cfg.experiment.eval_split
-    summary.update({"mode": "grid", "wall_seconds": round(time.time() - t0, 1)})
+    summary.update({"mode": "grid", "wall_seconds": round(time.time() - t0, 1),
+                    "time_split": time_split({"start": t0, "maps": maps.get("map_seconds"),
+                                              "search": maps.get("search_seconds")}, rows, time.time())})
     summary_p = write_json(plan.results_dir / "summary.json", summary, indent=1, default=str)
     _close(plan, parent, "FINISHED", summary, [*files, summary_p], runs)
     print("\n[tune] grid runs:\n" + format_rows(rows, split))
@@ -319,6 +341,7 @@ def _finish_grid(plan: SweepPlan, parent: str, rows: list[dict[str, Any]], summa
         print(f"[tune] the grid finished but its report failed ({type(e).__name__}: {e}); rerun: {again}",
               flush=True)
     print_ui_link(plan, parent, runs)
+    print(f"[tune] {format_time_split(summary['time_split'])}", flush=True)
     print(f"[tune] done in {time.time() - t0:.0f} s", flush=True)
     return 0
 

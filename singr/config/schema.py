@@ -113,7 +113,10 @@ class TrainConfig(Section):
     fg_oversample: UnitFloat = Field(description="share of training crops centred on a random tumour voxel "
                                      "(nnU-Net's oversample_foreground_percent, 0.33 there); 0: uniform random crops")
     val_every: PosInt
-    val_max_cases: Optional[PosInt]
+    val_max_cases: Optional[PosInt] = Field(description="validate the first n cases of the split each time "
+                                            "(null: all of them)")
+    val_full_at_end: bool = Field(description="with val_max_cases: after the last epoch, the best checkpoint "
+                                  "on the whole validation split (full_val_* metrics, its per-case rows)")
     device: Device
     amp: bool
     select_metric: _lit(tuple(SELECT_METRICS)) = Field(  # type: ignore[valid-type]

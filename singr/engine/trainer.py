@@ -9,6 +9,12 @@ makes validation compute the BraTS 2023 lesion-wise scores, which it skips other
 ``last.safetensors`` (with the optimizer state) is the resume point. Per-epoch rows go to
 ``<output_dir>/log.csv``.
 
+Validation at size: ``train.val_max_cases`` = n validates the first n cases of the split every
+``val_every`` epochs (the per-epoch score, what picks ``best`` and what a sweep's scheduler
+reads); with ``train.val_full_at_end`` the best checkpoint is then validated once on the whole
+split after the last epoch: the last row gains ``full_val_*`` (means) and ``full_val_seconds``,
+and ``best_val_cases.json`` holds the whole split's per-case rows.
+
 Hooks (:class:`Callback`), called in this order each epoch:
 
 * ``on_validation(trainer, epoch, metrics)``: rank 0, after a validation;
@@ -204,6 +210,7 @@ class Trainer:
         regression = is_regression_loss(cfg.loss.name)
         self.train_ids = self.split["train"][self.rank::self.world_size] or self.split["train"]
         self.val_ids = self.split["val"] if tr.val_max_cases is None else self.split["val"][: int(tr.val_max_cases)]
+        self.full_val_due = bool(tr.val_full_at_end) and len(self.val_ids) < len(self.split["val"])
         from ..preprocess import load_prepared
 
         first = load_prepared(self.paths.cache_dir, self.train_ids[0], mmap=True)
@@ -313,6 +320,28 @@ class Trainer:
         self.last_val_cases = rows
         return {f"val_{k}": v for k, v in means.items()}
 
+    def validate_full(self) -> dict[str, float]:
+        """Rank 0, after the last epoch: ``best.safetensors`` on the whole validation split.
+
+        Returns ``full_val_*`` (the means), ``full_val_seconds`` and ``full_val_cases``; rewrites
+        ``best_val_cases.json`` with the whole split's rows (``"cases_from": "full split"``). The
+        network's own weights (the last epoch's) are put back afterwards. {} without a best."""
+        best = self.ckpt_dir / BEST
+        if not best.exists():
+            return {}
+        t0 = time.time()
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(load_checkpoint(best, map_location=self.device).model_state)
+        try:
+            means, rows = validate(self.model, self.cfg, self.paths.cache_dir, list(self.split["val"]), self.device,
+                                   progress=self.progress, lesion=self.select.startswith("val_Lesion"))
+        finally:
+            self.model.load_state_dict(own)
+        write_json(self.ckpt_dir / VAL_CASES, {"epoch": self.best_epoch, "select_metric": self.select,
+                                               "cases_from": "full split", "cases": rows})
+        return {**{f"full_val_{k}": v for k, v in means.items()}, "full_val_seconds": round(time.time() - t0, 3),
+                "full_val_cases": len(rows)}
+
     def checkpoint(self, epoch: int, row: dict[str, Any], improved: bool) -> dict[str, Path]:
         """Rank 0: write ``last`` (and ``best`` when ``train.select_metric`` improved)."""
         if self.meta is None:
@@ -328,7 +357,8 @@ class Trainer:
             files["best"] = save_checkpoint(self.ckpt_dir / BEST, best)
             if self.last_val_cases:  # the best epoch's per-case scores: paired comparisons between runs (tune)
                 files["val_cases"] = write_json(self.ckpt_dir / VAL_CASES, {
-                    "epoch": epoch + 1, "select_metric": self.select, "cases": self.last_val_cases})
+                    "epoch": epoch + 1, "select_metric": self.select, "cases_from": "per-epoch validation",
+                    "cases": self.last_val_cases})
         files["last"] = save_checkpoint(self.ckpt_dir / LAST, state)
         return files
 
@@ -362,6 +392,11 @@ class Trainer:
                         cb.on_validation(self, epoch + 1, metrics)
                 row["epoch_seconds"] = round(time.time() - t0, 3)
                 files = self.checkpoint(epoch, row, improved)
+                if epoch + 1 == epochs and self.full_val_due:  # counted in the last epoch's time
+                    row.update(self.validate_full())
+                    row["epoch_seconds"] = round(row["epoch_seconds"] + row.get("full_val_seconds", 0.0), 3)
+                    if (self.ckpt_dir / VAL_CASES).exists():
+                        files["val_cases"] = self.ckpt_dir / VAL_CASES
                 self._log(row)
                 for cb in self.callbacks:
                     cb.on_checkpoint(self, epoch + 1, files)

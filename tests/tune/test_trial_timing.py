@@ -25,6 +25,41 @@ def test_timing_from_reports():
     assert t["epoch_share"] == round(17.0 / 40.0, 4)            # epochs over the slot (start to last report)
 
 
+def test_whole_split_validation_counts_as_validation():
+    """The last epoch's whole-split validation (full_val_seconds, inside that epoch's epoch_seconds)
+    is validation time; train_s and val_s are the totals."""
+    df = pd.DataFrame({"time_total_s": [10.0, 30.0], "epoch_seconds": [4.0, 20.0], "train_seconds": [3.0, 3.0],
+                       "val_seconds": [1.0, 2.0], "full_val_seconds": [None, 15.0]})
+    t = trial_timing(df)
+    assert t["train_s"] == 6.0 and t["val_s"] == 18.0
+    assert t["val_share"] == round(18.0 / 24.0, 4)
+
+
+def test_time_split_of_a_sweep():
+    from tune.results import format_time_split, time_split
+
+    rows = [{"train_s": 30.0, "val_s": 10.0}, {"train_s": 20.0, "val_s": float("nan")}, {"train_s": None}]
+    got = time_split({"start": 1000.0, "maps": 12.0, "search": 60.0, "stage": 40.0, "model": 5.0,
+                      "register": 8.0}, rows, end=1130.0)
+    assert got["total"] == 130.0 and got["other"] == 5.0                # what no stage accounts for
+    assert got["train"] == 50.0 and got["validation"] == 10.0 and got["val_share"] == round(10 / 60, 4)
+    line = format_time_split(got)
+    assert line.startswith("wall time 130 s: maps 12 s, search 60 s (trials: training 50 s, validation 10 s = 17%")
+    assert "registration 8 s" in line
+    none = time_split({"start": 0.0, "maps": None}, [], end=3.0)     # a sweep without those figures
+    assert none["train"] is None and none["val_share"] is None and "maps -" in format_time_split(none)
+
+
+def test_full_score_is_the_whole_split_objective():
+    from tune.confirm import run_score
+    from tune.results import _full_score
+
+    assert _full_score({"full_val_Dice_mean": 0.71}, "val_Dice_mean") == 0.71
+    assert math.isnan(_full_score({"val_Dice_mean": 0.7}, "val_Dice_mean"))
+    assert run_score({"score": 0.8, "full_score": 0.71}) == 0.71      # the stage compares whole-split scores
+    assert run_score({"score": 0.8, "full_score": float("nan")}) == 0.8
+
+
 def test_timing_counts_from_the_trial_process_when_reported():
     """`startup/first_report_s` (the worker's clock since the trial's process started) replaces Tune's
     time_total_s, which starts later; the slot adds Tune's time between the first and last reports."""
