@@ -14,6 +14,9 @@ seed ensemble only when it beats the control beyond noise), per sweep seed s:
   two searches' mean compute of that seed divided by a run's epochs (equal compute); the run with
   the best validation Dice picked, as a user without the service would pick it.
 * **default**: the first of those runs (one training of the default), for scale.
+* Other registration rules, scored from the same sweeps (no extra compute): **+winner**, the
+  confirmation's best mean as its seed ensemble whatever its evidence; **+bestrun**, the one run of
+  the sweep with the best validation score (full-length search trials and the stage's runs).
 
 The registered model of each sweep (``summary.json`` ``best_model``) and each picked run are scored
 on the held-out test split; paired per test case (cases the unit, two-way bootstrap over seeds and
@@ -52,10 +55,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
                           "search of configs/synthetic.yaml; space lambda, delta, gamma"}}
 SEARCHES = ("optuna+confirm", "random+confirm")
 WINNERS = {"optuna+confirm": "optuna+winner", "random+confirm": "random+winner"}  # the best mean, registered or not
+BEST_RUNS = {"optuna+confirm": "optuna+bestrun", "random+confirm": "random+bestrun"}  # the sweep's best-validated run
 BEST_OF_N = "default-best-of-n"
 ONCE = "default"
 PAIRS = (("optuna+confirm", BEST_OF_N), ("random+confirm", BEST_OF_N), ("optuna+confirm", "random+confirm"),
          ("optuna+winner", BEST_OF_N), ("optuna+winner", "optuna+confirm"),
+         ("optuna+bestrun", BEST_OF_N), ("random+bestrun", BEST_OF_N), ("optuna+bestrun", "optuna+confirm"),
          ("optuna+confirm", ONCE), (BEST_OF_N, ONCE))
 EMPTY_HD95 = 373.13  # singr.metrics.EMPTY_HD95_MM: a region empty in exactly one of the two masks
 
@@ -124,6 +129,42 @@ def winner_row(args: argparse.Namespace, cfg: Any, row: dict[str, Any], summ: di
             cases)
 
 
+def sweep_runs(summ: dict[str, Any], epochs: int) -> list[tuple[float, str, str, Path]]:
+    """Every run of a sweep that trained all ``epochs``: ``(validation score, "search" or its arm,
+    trial id, its folder)``; search trials ASHA stopped, failed or never scored are left out."""
+    sweep = Path(summ["sweep_dir"])
+    runs = [(float(t["score"]), "search", str(t["trial_id"]), sweep / "singr_trials" / str(t["trial_id"]))
+            for t in summ["trials"]
+            if not t.get("error") and int(t["epochs_run"]) == epochs and t["score"] == t["score"]]
+    conf = summ.get("confirm") or {}
+    for arm, rec in (conf.get("arms") or {}).items():
+        for tid, sc in zip(rec.get("trial_ids") or [], rec.get("scores") or []):
+            runs.append((float(sc), arm, str(tid), Path(conf["dir"]) / "singr_trials" / str(tid)))
+    return runs
+
+
+def bestrun_row(args: argparse.Namespace, cfg: Any, row: dict[str, Any], summ: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict]:
+    """Another registration rule, scored from the same runs (no extra compute): the one run of the
+    whole sweep with the best validation score, among its search trials that ran every epoch and
+    the control and confirmation runs, whatever its setting; what default-best-of-n does with the
+    default's runs. Scored on the test split like the others (no post-processing)."""
+    from singr.engine.bundle import load_predictor
+    from singr.engine.evaluate import evaluate
+
+    runs = sweep_runs(summ, int(cfg.train.epochs))
+    score, where, tid, folder = max(runs, key=lambda r: r[0])
+    out = Path(args.work) / "eval" / f"{Path(summ['sweep_dir']).name}-bestrun"
+    mark = out / "run.txt"  # which run the evaluation is of
+    if not (out / "metrics_test.csv").exists() or not mark.exists() or mark.read_text() != tid:
+        evaluate(load_predictor([folder / "checkpoints" / "best.safetensors"], "cpu"), cfg, split="test", out_dir=out,
+                 progress=False, overlays=0)
+        mark.write_text(tid)
+    cases = case_csv(out / "metrics_test.csv")
+    return ({**row, **champion_scores(cases), "empty_tc": empty_tc(cases), "val_Dice_best": score,
+             "registered": f"{where} run {tid} (val {score:.3f}, best of {len(runs)})"}, cases)
+
+
 def _registered(model: dict[str, Any], conf: dict[str, Any]) -> str:
     """What a sweep registered, in words: the chosen arm and its setting (``top_1 (lam=0.5, ...)``)."""
     from tune.verdict import fmt_setting
@@ -175,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     base = load_service_config(args.config, _ov(common(args)))
     cfg = load_service_config(args.config, [*base.tune.train_overrides, *_ov(common(args))])
     epochs = int(cfg.train.epochs)
-    methods: dict[str, dict[str, Any]] = {m: {"seeds": []} for m in (*SEARCHES, *WINNERS.values(), BEST_OF_N, ONCE)}
+    methods: dict[str, dict[str, Any]] = {m: {"seeds": []} for m in (*SEARCHES, *WINNERS.values(), *BEST_RUNS.values(),
+                                                                      BEST_OF_N, ONCE)}
     scores: dict[str, dict[int, dict[str, dict[str, float]]]] = {m: {} for m in methods}
     for s in args.seeds:
         totals = []
@@ -188,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                 wrow, wcases = winner_row(args, cfg, row, summ)
                 methods[WINNERS[m]]["seeds"].append(wrow)
                 scores[WINNERS[m]][s] = wcases
+            brow, bcases = bestrun_row(args, cfg, row, summ)
+            methods[BEST_RUNS[m]]["seeds"].append(brow)
+            scores[BEST_RUNS[m]][s] = bcases
         n = runs_for_equal_compute(totals, epochs)
         best, bcases, once, ocases = default_rows(args, cfg, s, n)
         methods[BEST_OF_N]["seeds"].append(best)
@@ -247,11 +292,17 @@ def headline(res: dict[str, Any]) -> str:
 def _winner_words(by: dict[tuple[str, str, str], dict[str, Any]]) -> str:
     """What registering the best mean whatever its evidence would have given (empty without that row)."""
     w, c = by.get(("optuna+winner", BEST_OF_N, "Dice_mean")), by.get(("optuna+winner", "optuna+confirm", "Dice_mean"))
-    if not w or not c:
-        return ""
-    return (f" Registering the confirmation's best mean whatever its evidence (optuna+winner) would have given "
-            f"{w['mean']:+.3f} (CI {w['ci_lo']:+.3f} to {w['ci_hi']:+.3f}) against the default-best-of-n and "
-            f"{c['mean']:+.3f} (CI {c['ci_lo']:+.3f} to {c['ci_hi']:+.3f}) against what the rule registered.")
+    r = by.get(("optuna+bestrun", BEST_OF_N, "Dice_mean"))
+    out = ""
+    if w and c:
+        out += (f" Registering the confirmation's best mean whatever its evidence (optuna+winner) would have given "
+                f"{w['mean']:+.3f} (CI {w['ci_lo']:+.3f} to {w['ci_hi']:+.3f}) against the default-best-of-n and "
+                f"{c['mean']:+.3f} (CI {c['ci_lo']:+.3f} to {c['ci_hi']:+.3f}) against what the rule registered.")
+    if r:
+        out += (f" Registering the sweep's best-validated run of any setting (optuna+bestrun, what best-of-n does "
+                f"with the default's runs): {r['mean']:+.3f} (CI {r['ci_lo']:+.3f} to {r['ci_hi']:+.3f}) against the "
+                f"default-best-of-n.")
+    return out
 
 
 def write_report(out: Path, res: dict[str, Any]) -> None:
@@ -268,7 +319,9 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
              f"{res['epochs']} epochs), then the control ({c['seeds']} seeds) and the top {f['top_k']} settings x "
              f"{f['seeds']} seeds; the winner's seed ensemble is registered only when it beats the control beyond "
              f"noise, else the control's. default-best-of-n: the default trained as many times as the two searches "
-             f"spent trial-epochs on average (per seed), the best on validation picked. Sweep seeds "
+             f"spent trial-epochs on average (per seed), the best on validation picked. Scored from the same runs, "
+             f"no extra compute: +winner, the confirmation's best mean registered whatever its evidence; +bestrun, "
+             f"the sweep's one best-validated run that trained every epoch, of any setting. Sweep seeds "
              f"{res['seeds']}; {res['n_test']} test cases.", "",
              "| method | test Dice (mean ± SE over seeds) | test HD95 mm | trial-epochs per seed | TC left empty "
              "(case-runs) | registered (per seed) | wall per seed (s) |",

@@ -24,6 +24,24 @@ def test_compute_counts_the_stage_and_the_default_gets_as_many_epochs(se):
         se.runs_for_equal_compute([], 12)
 
 
+def test_sweep_runs_are_the_full_length_search_trials_and_the_stage_runs(se, tmp_path):
+    nan = float("nan")
+    trials = [{"trial_id": "a", "epochs_run": 12, "score": 0.61},
+              {"trial_id": "b", "epochs_run": 6, "score": 0.70},  # stopped by ASHA
+              {"trial_id": "c", "epochs_run": 12, "score": nan},
+              {"trial_id": "d", "epochs_run": 12, "score": 0.5, "error": True}]
+    arms = {"control": {"trial_ids": ["x0", "x1"], "scores": [0.55, 0.66]},
+            "top_1": {"trial_ids": ["y0"], "scores": [0.64]}}
+    summ = {"sweep_dir": str(tmp_path / "sw"), "trials": trials, "confirm": {"dir": str(tmp_path / "st"), "arms": arms}}
+    runs = se.sweep_runs(summ, 12)
+    assert [(r[1], r[2], r[0]) for r in runs] == [("search", "a", 0.61), ("control", "x0", 0.55),
+                                                  ("control", "x1", 0.66), ("top_1", "y0", 0.64)]
+    assert runs[2][3] == tmp_path / "st" / "singr_trials" / "x1"
+    assert runs[0][3] == tmp_path / "sw" / "singr_trials" / "a"
+    assert max(runs, key=lambda r: r[0])[2] == "x1"  # the rule's pick: the best-validated run, whatever its arm
+    assert [r[2] for r in se.sweep_runs({**summ, "confirm": {}}, 12)] == ["a"]
+
+
 def test_empty_core_is_the_penalty_hd95(se):
     cases = {"a": {"HD95_TC": 373.13}, "b": {"HD95_TC": 4.2}, "c": {"HD95_TC": 373.13}, "d": {}}
     assert se.empty_tc(cases) == 2
