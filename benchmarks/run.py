@@ -53,8 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import bench_cache, cache_lines  # noqa: E402
 from bench_startup import bench_startup, startup_lines  # noqa: E402
 from bench_synth import bench_synth, synth_lines  # noqa: E402
+from cluster_sweep import kept_section as kept_cluster_section  # noqa: E402
 from gpu_check import kept_section  # noqa: E402
 from scale import kept_section as kept_scale_section  # noqa: E402
+from sections import kept as kept_marked  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASE = ROOT.parent / "shared" / "data" / "brats-case"
@@ -759,6 +761,8 @@ def write_results(res: dict[str, Any], out: Path) -> None:
     if res.get("extra"):
         lines += ["", *res["extra"]]
     lines += kept_scale_section(out)  # the scale section benchmarks/scale.py wrote (long runs, kept)
+    lines += kept_cluster_section(out)  # the full-size sweep on the local cluster (benchmarks/cluster_sweep.py)
+    lines += kept_marked(out, "load", "## The endpoint under load (`benchmarks/bench_load.py`)")  # bench_load.py's
     lines += kept_section(out)  # the GPU section a GPU machine wrote (benchmarks/gpu_check.py)
     out.write_text("\n".join(lines) + "\n")
 
