@@ -392,11 +392,11 @@ class Trainer:
                         cb.on_validation(self, epoch + 1, metrics)
                 row["epoch_seconds"] = round(time.time() - t0, 3)
                 files = self.checkpoint(epoch, row, improved)
-                if epoch + 1 == epochs and self.full_val_due:  # counted in the last epoch's time
-                    row.update(self.validate_full())
-                    row["epoch_seconds"] = round(row["epoch_seconds"] + row.get("full_val_seconds", 0.0), 3)
-                    if (self.ckpt_dir / VAL_CASES).exists():
-                        files["val_cases"] = self.ckpt_dir / VAL_CASES
+                full = self.validate_full() if epoch + 1 == epochs and self.full_val_due else {}
+                if full:  # counted in the last epoch's time; the whole split's rows replace the subset's
+                    row.update(full)
+                    row["epoch_seconds"] = round(row["epoch_seconds"] + full["full_val_seconds"], 3)
+                    files["val_cases"] = self.ckpt_dir / VAL_CASES
                 self._log(row)
                 for cb in self.callbacks:
                     cb.on_checkpoint(self, epoch + 1, files)
