@@ -1,6 +1,7 @@
 """The ``singr`` command: one subcommand per stage of the pipeline (nnU-Net style).
 
     singr synth       write a synthetic BraTS-like data set (BraTS 2020 layout)
+    singr prepare     raw scans into BraTS-space input (brainles-preprocessing: registration, skull stripping)
     singr preprocess  read, check and normalise cases; fill the SiNG distance cache
     singr config      print the resolved config (--show) or its JSON Schema (--schema)
     singr train       train a model from a config (resumes from last.safetensors; --fold k)

@@ -1,4 +1,4 @@
-"""The data and configuration stages: ``singr synth``, ``singr preprocess``, ``singr config``."""
+"""The data and configuration stages: ``singr synth``, ``singr prepare``, ``singr preprocess``, ``singr config``."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,20 @@ from ..plugins import missing, plugins
 from .options import add_config, config_of
 
 SCHEMA_GROUP = "singr.config_schemas"
+_PREPARE_HELP = """Raw scans (a scanner's series, with skull, on their own grids) into BraTS-space input: the
+four modalities co-registered to the center (t1c), registered to the SRI-24 atlas (240 x 240 x 155
+at 1 mm) and skull-stripped with one mask, by brainles-preprocessing (ANTs, HD-BET).
+
+Needs `bash scripts/setup_prepare.sh` once (brainles-preprocessing in .venv-prepare: it pins
+numpy < 2.4). Downloaded at first use, so the first run needs the internet:
+  - the atlas (--atlas brats_sri24 and the other names): Zenodo record 15236131;
+  - HD-BET's weights (--brain-extraction hd-bet): zenodo.org/record/2540695, 5 files;
+  - SynthStrip's weights (--brain-extraction synthstrip): Zenodo record 16535633.
+Offline, --atlas PATH (an atlas image you have) or --atlas none, and --brain-extraction none
+(skull-stripped input) run without them. Co-registration needs nothing.
+
+Writes OUT/<modality>.nii.gz, OUT/prepare.log and OUT/transforms/, then runs singr predict's
+input check on the result (exit status 1 when it finds something)."""
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -45,6 +59,43 @@ def _brain_box(shape: tuple[int, ...], box: list[int] | None) -> tuple[int, ...]
     if box is None or any(b > s for b, s in zip(box, shape)):
         return None
     return tuple(box)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..data.prepare import gather_inputs, prepare_case
+    from ..errors import SingrInputError
+
+    files = None
+    if args.files:
+        files = {}
+        for item in args.files:
+            if "=" not in item:
+                raise SingrInputError(f"--files {item!r}: expected MODALITY=PATH (t1c=scan/t1c.nii.gz)")
+            k, v = item.split("=", 1)
+            files[k] = v
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"[prepare] {msg}", flush=True)
+
+    atlas = None if args.atlas.lower() == "none" else args.atlas
+    with tempfile.TemporaryDirectory(prefix="singr-prepare-dicom-") as tmp:
+        inputs, naming = gather_inputs(case=args.case, files=files, dicom_map=args.dicom_map, tmp=Path(tmp),
+                                       progress=say)
+        res = prepare_case(inputs, args.out, atlas=atlas, brain_extraction=args.brain_extraction,
+                           center=args.center, naming=args.naming or naming, python=args.python, gpu=args.gpu,
+                           overwrite=args.overwrite, download=not args.no_download, progress=say)
+    print(f"[singr] prepared case in {res.out} ({res.seconds:.0f} s): {', '.join(p.name for p in res.files.values())}, "
+          f"{'x'.join(map(str, res.shape))} voxels of {'x'.join(f'{s:g}' for s in res.spacing)} mm; prepare.log and "
+          "transforms/ beside them")
+    if res.findings:
+        print("[singr] it does not look like BraTS-space input yet (singr predict refuses it without --force):\n  - "
+              + "\n  - ".join(res.findings))
+        return 1
+    print("[singr] it looks like BraTS-space input: singr predict --case " + str(res.out))
+    return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
@@ -114,6 +165,32 @@ def register(sub: Any) -> None:
                    "folder (t2f, t1n, t1c, t2w, seg .nii.gz; BraTS 2023 labels): the examples' input")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="raw scans into BraTS-space input (brainles-preprocessing)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=_PREPARE_HELP)
+    p.add_argument("--case", help="case folder (NIfTI files named by modality, or DICOM series), or a .zip of DICOM "
+                   "series")
+    p.add_argument("--files", nargs="+", metavar="MODALITY=PATH", help="the four modality files instead of --case")
+    p.add_argument("--dicom-map", nargs="+", metavar="MODALITY=SERIES", help="DICOM input: which series is which "
+                   "(SeriesNumber, SeriesInstanceUID or SeriesDescription) where the naming rule cannot tell")
+    p.add_argument("--out", required=True, help="output folder (new, or --overwrite)")
+    p.add_argument("--atlas", default="brats_sri24", help="brats_sri24 (the BraTS space; the default), another of "
+                   "brainles' atlases (sri24, brats_mni152, mni152), a NIfTI atlas path, or none (keep the center "
+                   "modality's grid)")
+    p.add_argument("--brain-extraction", default="hd-bet", choices=["hd-bet", "synthstrip", "none"],
+                   help="skull stripping on the center modality (default hd-bet); none for skull-stripped input")
+    p.add_argument("--center", default="t1c", help="the modality the others are registered to (default t1c, "
+                   "as BraTS)")
+    p.add_argument("--naming", choices=["brats2023", "brats2020"], help="output file names (default: the input's; "
+                   "brats2023 for DICOM)")
+    p.add_argument("--python", help="the interpreter with brainles-preprocessing (default: $SINGR_PREPARE_PYTHON, "
+                   "else .venv-prepare)")
+    p.add_argument("--gpu", action="store_true", help="brain extraction on the GPU")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-download", action="store_true", help="never reach the internet: refuse (one line naming "
+                   "the files) where the atlas or weights are not on disk yet")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("preprocess", help="check and normalise cases, fill the SiNG distance cache",
                        description="Read every case of data.root, check it, z-score it and cache the SiNG "
