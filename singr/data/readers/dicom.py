@@ -129,12 +129,13 @@ def _check_grid(case_id: str, ref: tuple[str, DicomSeries, SeriesGeometry], s: D
     if g.shape != rg.shape:
         raise SingrInputError(f"{s.name} has {'x'.join(map(str, g.shape))} voxels, {rs.name} ({rmod}) "
                               f"{'x'.join(map(str, rg.shape))}; expected the series on one grid (co-registered "
-                              "and resampled to one voxel grid, as BraTS data are)", case=case_id, path=s.files[0])
+                              "and resampled to one voxel grid, as BraTS data are: singr prepare does it)",
+                              case=case_id, path=s.files[0])
     diff = float(np.abs(g.affine - rg.affine).max())
     if diff > AFFINE_ATOL:
         raise SingrInputError(f"{s.name} lies on another grid than {rs.name} ({rmod}): position or "
                               f"orientation differs by up to {diff:.4g} (atol {AFFINE_ATOL}); expected the series "
-                              "on one grid (co-registered and resampled, as BraTS data are)",
+                              "on one grid (co-registered and resampled, as BraTS data are: singr prepare does it)",
                               case=case_id, path=s.files[0])
 
 
