@@ -11,7 +11,8 @@ is drawn in the region colours, that the volumes shown equal those of the JSON A
 download is the API's label map, that the signed-map toggle draws, that a zip of DICOM series is
 segmented and its scan drawn (from POST /v1/scan), that a 415 answer is
 shown with its detail, that /docs works from local assets, and that the page asks nothing of
-any other origin. The screenshot is kept in the test's tmp dir (copied to docs/viewer.png with SINGR_UPDATE_DOCS=1).
+any other origin. The screenshot is kept in the test's tmp dir (the README's pictures are of the real case:
+benchmarks/viewer_picture.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,7 +34,6 @@ from tune.nodes import free_port
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
-REPO = Path(__file__).resolve().parents[2]
 MODS_2020 = ("flair", "t1", "t1ce", "t2")
 CHROMIUM = Path(os.environ.get("SINGR_CHROMIUM") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -204,9 +203,7 @@ def test_viewer_in_browser(chromium, server, browser_context, tmp_path):
     assert page.locator("#status").get_attribute("data-kind") == "ok", status
     page.wait_for_selector("#canvas[data-overlay='labels']")
     shot = tmp_path / "viewer.png"
-    page.screenshot(path=str(shot))  # the whole page at the default opacity: the picture in docs/
-    if os.environ.get("SINGR_UPDATE_DOCS"):  # refresh the README's picture on request only: tests leave the tree clean
-        shutil.copyfile(shot, REPO / "docs" / "viewer.png")
+    page.screenshot(path=str(shot))  # the whole page at the default opacity
 
     # -- the volumes shown are those of the JSON API for the same upload
     files = [(m, (trained["paths"][m].name, trained["small"][m], "application/gzip")) for m in MODS_2020]
