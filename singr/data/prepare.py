@@ -50,7 +50,7 @@ __all__ = ["PrepareResult", "find_prepare_python", "gather_inputs", "prepare_cas
            "BRAIN_EXTRACTORS"]
 
 WORKER = Path(__file__).with_name("prepare_worker.py")
-ATLAS_NAMES = ("brats_sri24", "brats_sri24_skullstripped", "sri24", "brats_mni152", "mni152")
+ATLAS_NAMES = ("brats_sri24", "brats_sri24_skullstripped", "sri24", "sri24_skullstripped", "brats_mni152", "mni152")
 """The atlases brainles-preprocessing fetches by name (``brats_sri24``: the BraTS space)."""
 BRAIN_EXTRACTORS = ("hd-bet", "synthstrip", "none")
 ENV_PYTHON = "SINGR_PREPARE_PYTHON"

@@ -38,7 +38,8 @@ from pathlib import Path
 ERROR = "singr-prepare-error: "
 DOWNLOAD_TIMEOUT_S = 30.0
 ATLASES = {"brats_sri24": "BRATS_SRI24", "brats_sri24_skullstripped": "BRATS_SRI24_SKULLSTRIPPED",
-           "sri24": "SRI24", "brats_mni152": "BRATS_MNI152", "mni152": "MNI152"}
+           "sri24": "SRI24", "sri24_skullstripped": "SRI24_SKULLSTRIPPED", "brats_mni152": "BRATS_MNI152",
+           "mni152": "MNI152"}
 
 
 class Refused(Exception):

@@ -126,3 +126,11 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "--files 't1': expected MODALITY=PATH" in capsys.readouterr().err
     assert main(["prepare", "--case", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "case nowhere" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_the_atlas_names_are_the_workers():
+    """The driver (no brainles here) and the worker (run in .venv-prepare) name the same atlases."""
+    from singr.data import prepare_worker
+
+    assert set(prep.ATLAS_NAMES) == set(prepare_worker.ATLASES)
+    assert prep.WORKER == Path(prepare_worker.__file__)
