@@ -32,7 +32,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MODS = ("t1c", "t1n", "t2w", "t2f")
-CHROMIUM = Path(os.environ.get("SINGR_CHROMIUM") or "/usr/bin/chromium")
 
 
 def make_data(case: Path, work: Path) -> Path:
@@ -89,7 +88,8 @@ def tumour_centre(case: Path) -> tuple[float, float, float]:
     return out[0], out[1], out[2]
 
 
-def _serve(checkpoint: Path) -> tuple[str, Any]:
+def _serve(checkpoint: Path) -> str:
+    """Serve ``checkpoint`` on a free loopback port (Ray started here: the caller shuts it down)."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import httpx
     import ray
@@ -109,7 +109,7 @@ def _serve(checkpoint: Path) -> tuple[str, Any]:
     while time.time() < deadline:
         try:
             if httpx.get(base + "/v1/health", timeout=10).status_code == 200:
-                return base, (serve, ray)
+                return base
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -121,21 +121,21 @@ def shoot(case: Path, checkpoint: Path, out: Path) -> dict[str, Any]:
     import shutil
 
     import httpx
+    import nibabel as nib
+    import ray
     from playwright.sync_api import sync_playwright
+    from ray import serve
 
-    from tests.serve.test_viewer import CHROMIUM_ARGS
+    from singr.io.nifti import read_nifti_bytes
+    from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
     shown = checkpoint.parents[2] / "singr-brats-case.safetensors"  # the viewer shows the file's stem as the name
     shutil.copyfile(checkpoint, shown)
-    base, (serve, ray) = _serve(shown)
     try:
+        base = _serve(shown)
         files = [(m, (f"{m}.nii.gz", (case / f"{m}.nii.gz").read_bytes(), "application/gzip")) for m in MODS]
         r = httpx.post(base + "/v1/segment", files=files, timeout=900)
         r.raise_for_status()
-        import nibabel as nib
-
-        from singr.io.nifti import read_nifti_bytes
-
         label = np.asarray(read_nifti_bytes(r.content)[0])
         dice = region_dice(label, np.asarray(nib.load(str(case / "seg.nii.gz")).dataobj))
         with sync_playwright() as p:
@@ -167,8 +167,9 @@ def shoot(case: Path, checkpoint: Path, out: Path) -> dict[str, Any]:
             browser.close()
         return {"status": status, "viewer_seconds": round(seconds, 1), "dice_vs_seg": dice, "crosshair": centre}
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
 
 
 def region_dice(label: np.ndarray, seg: np.ndarray) -> dict[str, float]:
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     make_data(case, work)
     t0 = time.time()
     best = work / "model" / "checkpoints" / "best.safetensors" if args.skip_train else train(work, args.config)
+    if not best.is_file():
+        raise SystemExit(f"{best}: no checkpoint (run without --skip-train first)")
     train_s = time.time() - t0
     info = shoot(case, best, Path(args.out))
     info["train_seconds"] = round(train_s, 1)

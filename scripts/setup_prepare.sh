@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SINGR_PREPARE_VENV:-$ROOT/.venv-prepare}"
 TORCH_SPEC="${SINGR_TORCH_SPEC:-torch==2.13.0}"
-SPEC="brainles-preprocessing==0.6.14"
+SPEC="brainles-preprocessing[synthstrip]==0.6.14"
 STAMP="$VENV/.singr-stamp"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$TORCH_SPEC $SPEC" ]]; then
   exit 0
@@ -23,6 +23,6 @@ pip_quiet() {  # pip's own errors pass; this machine's pip.conf notices about ab
 }
 pip_quiet "$TORCH_SPEC"
 pip_quiet "$SPEC"
-"$VENV/bin/python" -W ignore -c "import ants, brainles_preprocessing.preprocessor, brainles_hd_bet"
+"$VENV/bin/python" -W ignore -c "import ants, brainles_preprocessing.preprocessor, brainles_hd_bet, nipreps.synthstrip.model"
 echo "$TORCH_SPEC $SPEC" > "$STAMP"
 echo "[setup-prepare] done: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(*(p + " " + m.version(p) for p in ("brainles-preprocessing", "antspyx", "torch")))')"

@@ -23,8 +23,9 @@ numpy < 2.4). Downloaded at first use, so the first run needs the internet:
 Offline, --atlas PATH (an atlas image you have) or --atlas none, and --brain-extraction none
 (skull-stripped input) run without them. Co-registration needs nothing.
 
-Writes OUT/<modality>.nii.gz, OUT/prepare.log and OUT/transforms/, then runs singr predict's
-input check on the result (exit status 1 when it finds something)."""
+Writes OUT/<modality>.nii.gz, OUT/prepare.log, OUT/transforms/ (and OUT/brain_mask.nii.gz with
+brain extraction), then runs singr predict's input check on the result (exit status 1 when it
+finds something). HD-BET's default mode runs 5 networks with mirroring: minutes on a CPU."""
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -175,8 +176,9 @@ def register(sub: Any) -> None:
                    "(SeriesNumber, SeriesInstanceUID or SeriesDescription) where the naming rule cannot tell")
     p.add_argument("--out", required=True, help="output folder (new, or --overwrite)")
     p.add_argument("--atlas", default="brats_sri24", help="brats_sri24 (the BraTS space; the default), another of "
-                   "brainles' atlases (sri24, brats_mni152, mni152), a NIfTI atlas path, or none (keep the center "
-                   "modality's grid)")
+                   "brainles' atlases (brats_sri24_skullstripped, sri24, sri24_skullstripped, brats_mni152, mni152), "
+                   "a NIfTI atlas path, or none (keep the center modality's grid: the input check then flags a "
+                   "voxel size that is not near 1 mm)")
     p.add_argument("--brain-extraction", default="hd-bet", choices=["hd-bet", "synthstrip", "none"],
                    help="skull stripping on the center modality (default hd-bet); none for skull-stripped input")
     p.add_argument("--center", default="t1c", help="the modality the others are registered to (default t1c, "
@@ -185,7 +187,8 @@ def register(sub: Any) -> None:
                    "brats2023 for DICOM)")
     p.add_argument("--python", help="the interpreter with brainles-preprocessing (default: $SINGR_PREPARE_PYTHON, "
                    "else .venv-prepare)")
-    p.add_argument("--gpu", action="store_true", help="brain extraction on the GPU")
+    p.add_argument("--gpu", action="store_true", help="brain extraction on the GPU (needs a CUDA build of torch in "
+                   ".venv-prepare: SINGR_TORCH_SPEC=... bash scripts/setup_prepare.sh)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-download", action="store_true", help="never reach the internet: refuse (one line naming "
                    "the files) where the atlas or weights are not on disk yet")

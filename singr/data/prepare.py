@@ -22,9 +22,11 @@ wraps it:
 3. **Output**: ``OUT/<modality>.nii.gz`` for the four (BraTS 2023 names unless the input used
    2020 names, or ``--naming``), ``OUT/prepare.log`` (brainles' own log, DEBUG level) and
    ``OUT/transforms/`` (the ANTs matrices of every step, to map results back to the scanner's
-   space). Written into a temporary folder beside ``OUT`` and renamed at the end: never half
-   there. Then the input check of :mod:`singr.data.input_check` runs on the result, so the
-   command ends by saying whether ``singr predict`` will take it.
+   space), and with brain extraction ``OUT/brain_mask.nii.gz`` (the center's). Written into a
+   temporary folder beside ``OUT`` and renamed at the end: never half there (a failed run leaves
+   ``OUT.prepare-failed.log`` only; ``OUT`` may not hold an input, so ``--overwrite`` never
+   deletes one). Then the input check of :mod:`singr.data.input_check` runs on the result, so
+   the command ends by saying whether ``singr predict`` will take it.
 
 A label file in the input (``seg.nii.gz``) is not carried over: brainles moves images only.
 """
@@ -75,7 +77,9 @@ class PrepareResult:
 
 def find_prepare_python(explicit: str | None = None, *, root: Path | None = None) -> str:
     """The interpreter that has brainles-preprocessing: ``explicit``, else ``$SINGR_PREPARE_PYTHON``,
-    else ``.venv-prepare`` of the repository (or of ``root``), else this one if it has the package."""
+    else the environment ``scripts/setup_prepare.sh`` made (``$SINGR_PREPARE_VENV``, else
+    ``.venv-prepare`` of the repository or of ``root``, or of the current folder), else this one
+    if it has the package. An environment whose set-up did not finish (no stamp) is an error."""
     root = root or Path(__file__).resolve().parents[2]
     for given, what in ((explicit, "--python"), (os.environ.get(ENV_PYTHON), f"${ENV_PYTHON}")):
         if given:
@@ -84,9 +88,13 @@ def find_prepare_python(explicit: str | None = None, *, root: Path | None = None
                                       "environment with brainles-preprocessing (bash scripts/setup_prepare.sh "
                                       "makes one)")
             return str(given)
-    for venv in (root / ".venv-prepare", Path.cwd() / ".venv-prepare"):
+    venvs = [Path(os.environ["SINGR_PREPARE_VENV"])] if os.environ.get("SINGR_PREPARE_VENV") else []
+    for venv in venvs + [root / ".venv-prepare", Path.cwd() / ".venv-prepare"]:
         py = venv / "bin" / "python"
         if py.is_file():
+            if not (venv / ".singr-stamp").is_file():
+                raise SingrInputError(f"{venv}: its set-up did not finish (no .singr-stamp); run "
+                                      "`bash scripts/setup_prepare.sh` again")
             return str(py)
     if importlib.util.find_spec("brainles_preprocessing") is not None:
         return sys.executable
@@ -94,6 +102,27 @@ def find_prepare_python(explicit: str | None = None, *, root: Path | None = None
         "singr prepare runs brainles-preprocessing, which is not installed: it pins numpy < 2.4 and so lives in an "
         f"environment of its own; run `bash scripts/setup_prepare.sh` (makes {root / '.venv-prepare'}) or pass "
         "--python PATH to an interpreter that has it")
+
+
+def _check_out(out: Path, inputs: Mapping[str, Path], overwrite: bool) -> Path:
+    """``out`` resolved, and safe to write (and with ``overwrite``, to delete): a new or empty folder,
+    never one that holds an input or the current folder."""
+    out = out.expanduser().resolve()
+    if not out.name or out == out.parent:
+        raise SingrInputError("--out names no folder; expected a new folder for the prepared case", path=out)
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:
+        raise SingrInputError("--out is the current folder or one above it; expected a new folder", path=out)
+    for m, p in inputs.items():
+        rp = Path(p).resolve()
+        if rp == out or out in rp.parents:
+            raise SingrInputError(f"--out holds the input {m} ({p}); expected a folder of its own", path=out)
+    if out.exists() and not out.is_dir():
+        raise SingrInputError("--out exists and is a file; expected a folder", path=out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SingrInputError("the output folder exists and is not empty; expected a new folder (or pass "
+                              "--overwrite)", path=out)
+    return out
 
 
 def _nifti_inputs(case: Path | None, files: Mapping[str, str | Path] | None) -> tuple[dict[str, Path], str]:
@@ -215,15 +244,13 @@ def prepare_case(inputs: Mapping[str, Path], out: str | Path, *, atlas: str | Pa
         if not atlas.is_file():
             raise SingrInputError(f"--atlas: no such file; expected a NIfTI atlas image or one of "
                                   f"{list(ATLAS_NAMES)} or none", path=atlas)
-    if out.exists() and any(out.iterdir() if out.is_dir() else [out]):
-        if not overwrite:
-            raise SingrInputError("the output folder exists and is not empty; expected a new folder (or pass "
-                                  "--overwrite)", path=out)
+    out = _check_out(out, inputs, overwrite)
     py = find_prepare_python(python)
     order = [center_c] + [m for m in MODALITIES if m != center_c]
     names = dict(zip(order, modality_list(order, naming)))
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    failed = out.parent / f"{out.name}.prepare-failed.log"
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.partial-", dir=out.parent) as tmp_s:
         tmp = Path(tmp_s)
         stage = tmp / "out"
@@ -232,7 +259,7 @@ def prepare_case(inputs: Mapping[str, Path], out: str | Path, *, atlas: str | Pa
                 "outputs": {names[m]: str(stage / f"{names[m]}.nii.gz") for m in order},
                 "atlas": None if atlas is None else str(atlas), "brain_extraction": brain_extraction,
                 "work": str(tmp / "work"), "log": str(stage / "prepare.log"),
-                "transforms": str(stage / "transforms"), "gpu": bool(gpu),
+                "transforms": str(stage / "transforms"), "mask": str(stage / "brain_mask.nii.gz"), "gpu": bool(gpu),
                 "download": bool(download)}
         (tmp / "spec.json").write_text(json.dumps(spec, indent=2))
         progress(f"brainles-preprocessing in {py}: center {names[center_c]}, atlas "
@@ -243,7 +270,6 @@ def prepare_case(inputs: Mapping[str, Path], out: str | Path, *, atlas: str | Pa
             raise SingrInputError(refusal)
         if status != 0:
             last = next((t for t in reversed(tail) if t.strip()), "")
-            failed = out.parent / f"{out.name}.prepare-failed.log"
             shutil.copyfile(tmp / "worker.out", failed)
             raise SingrInputError(f"brainles-preprocessing failed (exit status {status}): {last[:300]}; its whole "
                                   f"output is in {failed}", path=out)
@@ -251,8 +277,9 @@ def prepare_case(inputs: Mapping[str, Path], out: str | Path, *, atlas: str | Pa
         if missing:
             raise SingrInputError(f"brainles-preprocessing wrote no {missing}; expected all four modalities")
         if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            shutil.rmtree(out)
         stage.rename(out)
+    failed.unlink(missing_ok=True)  # an earlier run's failure is no longer the state of this folder
     files = {names[m]: out / f"{names[m]}.nii.gz" for m in order}
     findings, shape, spacing = _check(files)
     return PrepareResult(out, files, findings, shape, spacing, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ The spec (JSON)::
      "atlas": "brats_sri24" | "/path/atlas.nii.gz" | null,     # null: stay in the center's space
      "brain_extraction": "hd-bet" | "synthstrip" | "none",
      "work": "tmp dir", "log": "prepare.log", "transforms": "transforms dir", "gpu": false,
+     "mask": "out/brain_mask.nii.gz",                          # the center's brain mask (with brain extraction)
      "download": true}                                         # false: refuse instead of downloading
 
 Steps (brainles-preprocessing's own order): every other modality is registered rigidly to the
@@ -23,14 +24,19 @@ any step runs, so that an offline machine fails at once with one line naming eve
 needs a file, where it comes from and where it goes (exit status 2, the line prefixed
 ``singr-prepare-error: ``); with ``"download": false`` nothing is fetched:
 
-* the named atlases: Zenodo record 15236131, into brainles_preprocessing/registration/atlases;
+* the named atlases: Zenodo record 15236131, into brainles_preprocessing/registration/atlases/15236131_v<version>;
 * HD-BET's 5 networks: https://zenodo.org/record/2540695/files/{0..4}.model, into
   brainles_hd_bet/model_weights;
-* SynthStrip's network: Zenodo record 16535633, into brainles_preprocessing/brain_extraction/weights.
+* SynthStrip's network: Zenodo record 16535633, into
+  brainles_preprocessing/brain_extraction/weights/16535633_v<version>.
+
+A local copy of a record is used as it is (brainles itself would ask Zenodo for a newer version
+on every run): a run that has what it needs never reaches the internet.
 """
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -72,8 +78,31 @@ class Needs:
                           "for later runs), or copy them into those folders by hand")
 
 
+def local_record(folder: Path, record_id: str) -> Path | None:
+    """The newest non-empty ``<record_id>_v<x.y.z>`` folder under ``folder``: where brainles keeps a
+    Zenodo record it downloaded (``utils/zenodo.py``: ``ZenodoRecord._get_latest_version_folder_name``)."""
+    found = []
+    for d in Path(folder).glob(f"{record_id}_v*.*.*"):
+        try:
+            version = tuple(int(x) for x in d.name.split("_v", 1)[1].split("."))
+        except ValueError:
+            continue
+        if d.is_dir() and any(d.iterdir()):
+            found.append((version, d))
+    return max(found)[1] if found else None
+
+
+def _use_local(record_id: str, folder: Path, local: Path) -> None:
+    """Make brainles' own later ``fetch`` of this record return ``local`` without asking Zenodo for a
+    newer version (its per-process cache, keyed as in brainles-preprocessing 0.6.14)."""
+    from brainles_preprocessing.utils import zenodo
+
+    zenodo.ZenodoRecord._cache[(record_id, str(folder))] = local
+
+
 def resolve_atlas(atlas: str | None, needs: Needs) -> Path | None:
-    """The atlas image: None (no atlas step), a file given by path, or a named atlas fetched at first use."""
+    """The atlas image: None (no atlas step), a file given by path, or a named atlas: the newest
+    local copy of brainles' atlas record, else fetched (into ``ATLASES_FOLDER/<record>_v<version>``)."""
     if atlas is None:
         return None
     if atlas.lower() in ATLASES:
@@ -81,12 +110,21 @@ def resolve_atlas(atlas: str | None, needs: Needs) -> Path | None:
         from brainles_preprocessing.utils import zenodo
 
         name = Atlas[ATLASES[atlas.lower()]].value
-        target = Path(zenodo.ATLASES_FOLDER) / name
-        if not target.is_file():
-            needs.fetch(f"atlas registration needs the atlas {name}", f"Zenodo record {zenodo.ATLASES_RECORD_ID}",
-                        zenodo.ATLASES_FOLDER, "--atlas PATH (an atlas NIfTI you have) or --atlas none",
-                        zenodo.fetch_atlases)
-        return target
+        folder, record = Path(zenodo.ATLASES_FOLDER), zenodo.ATLASES_RECORD_ID
+        local = local_record(folder, record)
+        if local is None:
+            got: list[Path] = []
+            needs.fetch(f"atlas registration needs the atlas {name}", f"Zenodo record {record}", folder,
+                        "--atlas PATH (an atlas NIfTI you have) or --atlas none",
+                        lambda: got.append(zenodo.fetch_atlases()))
+            if not got:
+                return folder / name  # refused below (Needs.check), never used
+            local = got[0]
+        _use_local(record, folder, local)
+        if not (local / name).is_file():
+            raise Refused(f"the atlas record in {local} holds no {name}; expected one of "
+                          f"{sorted(p.name for p in local.iterdir())[:8]}")
+        return local / name
     path = Path(atlas)
     if not path.is_file():
         raise Refused(f"atlas {path}: no such file (expected a NIfTI image, or one of {sorted(ATLASES)})")
@@ -120,16 +158,36 @@ def brain_extractor(name: str, needs: Needs) -> object | None:
         from brainles_preprocessing.brain_extraction.synthstrip import SynthStripExtractor
         from brainles_preprocessing.utils import zenodo
 
-        if not any(Path(zenodo.SYNTHSTRIP_FOLDER).glob("*")):
-            needs.fetch("brain extraction (SynthStrip) needs its network weights",
-                        f"Zenodo record {zenodo.SYNTHSTRIP_RECORD_ID}", zenodo.SYNTHSTRIP_FOLDER, flag,
-                        zenodo.fetch_synthstrip)
+        folder, record = Path(zenodo.SYNTHSTRIP_FOLDER), zenodo.SYNTHSTRIP_RECORD_ID
+        local = local_record(folder, record)
+        if local is None or not (local / "synthstrip.1.pt").is_file():
+            got: list[Path] = []
+            needs.fetch("brain extraction (SynthStrip) needs its network weights", f"Zenodo record {record}",
+                        folder, flag, lambda: got.append(zenodo.fetch_synthstrip()))
+            local = got[0] if got else None
+        if local is not None:
+            _use_local(record, folder, local)  # the extractor fetches again when it runs: no second request
         return SynthStripExtractor()
     raise Refused(f"unknown brain extraction {name!r}; expected hd-bet, synthstrip or none")
 
 
+def check_gpu(gpu: bool) -> None:
+    """Without ``gpu`` no CUDA device is visible (brainles hands HD-BET ``torch.device("cpu")``, which
+    HD-BET's ``device == "cpu"`` test misses: with a CUDA build it would call ``net.cuda`` on it);
+    with it, a CUDA device must be there."""
+    if not gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Refused(f"--gpu: no CUDA device in this environment (torch {torch.__version__}); .venv-prepare holds "
+                      "the CPU build unless it was made with SINGR_TORCH_SPEC naming a CUDA build of torch")
+
+
 def run(spec: dict) -> None:
     """Run brainles-preprocessing as ``spec`` says (module docstring)."""
+    check_gpu(bool(spec.get("gpu")))
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an unreachable host fails in seconds, not minutes
     needs = Needs(bool(spec.get("download", True)))
     atlas = resolve_atlas(spec.get("atlas"), needs)
@@ -147,7 +205,8 @@ def run(spec: dict) -> None:
     for i, name in enumerate(names):
         out = spec["outputs"][name]
         kind = CenterModality if i == 0 else Modality
-        extra = {"bet_mask_output_path": work / "brain_mask.nii.gz"} if i == 0 and extractor is not None else {}
+        extra = ({"bet_mask_output_path": spec.get("mask") or work / "brain_mask.nii.gz"}
+                 if i == 0 and extractor is not None else {})
         mods.append(kind(modality_name=name, input_path=spec["inputs"][name],
                          raw_bet_output_path=out if extractor is not None else None,
                          raw_skull_output_path=None if extractor is not None else out, **extra))

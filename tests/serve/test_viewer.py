@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.serve.conftest import trained_smoke
 from tune.nodes import free_port
 
@@ -35,13 +36,6 @@ pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
 MODS_2020 = ("flair", "t1", "t1ce", "t2")
-CHROMIUM = Path(os.environ.get("SINGR_CHROMIUM") or "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    # software WebGL2 (NiiVue needs it) from SwiftShader through ANGLE, with no GPU
-    "--use-gl=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-]
 # region colours of the project (singr/viz.py) and the label values the viewer paints in them
 COLOURS = {"TC": (255, 0, 0), "WT": (0, 255, 0), "ET": (255, 255, 0)}
 LABEL_OF = {"TC": {1}, "WT": {2}, "ET": {3, 4}}

@@ -87,7 +87,16 @@ def test_the_interpreter_is_found_or_the_error_says_how_to_get_one(tmp_path, mon
     venv = tmp_path / ".venv-prepare" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").symlink_to(sys.executable)
+    with pytest.raises(SingrInputError, match=r"set-up did not finish .*setup_prepare.sh"):
+        prep.find_prepare_python(root=tmp_path)
+    (venv.parent / ".singr-stamp").write_text("torch brainles")
     assert prep.find_prepare_python(root=tmp_path) == str(venv / "python")
+    other = tmp_path / "elsewhere"  # $SINGR_PREPARE_VENV, as scripts/setup_prepare.sh takes it
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "python").symlink_to(sys.executable)
+    (other / ".singr-stamp").write_text("x")
+    monkeypatch.setenv("SINGR_PREPARE_VENV", str(other))
+    assert prep.find_prepare_python(root=tmp_path) == str(other / "bin" / "python")
 
 
 def test_a_failed_run_names_the_failure_and_leaves_nothing(tmp_path):
@@ -116,6 +125,25 @@ def test_arguments_are_checked_before_anything_runs(tmp_path):
             prep.prepare_case(inputs, tmp_path / "o", python=sys.executable, **kw)  # type: ignore[arg-type]
     with pytest.raises(SingrInputError, match="exists and is not empty.*--overwrite"):
         prep.prepare_case(inputs, tmp_path / "full", python=sys.executable)
+
+
+def test_out_never_holds_an_input_or_the_current_folder(tmp_path, monkeypatch):
+    """--overwrite deletes OUT: it may not be the case folder, a folder above it, or the working folder."""
+    inputs, _ = prep.gather_inputs(case=_folder(tmp_path / "raw"), tmp=tmp_path)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with pytest.raises(SingrInputError, match="holds the input t1ce"):
+        prep.prepare_case(inputs, tmp_path / "raw", python=sys.executable, overwrite=True)
+    monkeypatch.chdir(tmp_path / "raw")
+    for out, msg in ((tmp_path, "current folder or one above it"), (Path("."), "current folder"),
+                     (Path("/"), "names no folder")):
+        with pytest.raises(SingrInputError, match=msg):
+            prep.prepare_case(inputs, out, python=sys.executable, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SingrInputError, match="exists and is a file"):
+        prep.prepare_case(inputs, tmp_path / "afile", python=sys.executable, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted(f"{n}.nii.gz" for n in NAMES)
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):

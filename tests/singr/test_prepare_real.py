@@ -11,6 +11,9 @@ scripts/setup_prepare.sh): as far as this offline machine allows.
   remaining finding is the 2 mm voxel size, and the transforms and brainles' log are kept.
 * The steps that need downloads (the SRI-24 atlas from Zenodo, HD-BET's weights) are refused
   with --no-download in one line that names both, their sources and the options that avoid them.
+* The worker against brainles' own layout, in .venv-prepare: a downloaded record is found in its
+  newest ``<record>_v<x.y.z>`` folder and brainles' later fetch of it is answered from there
+  (no request); --gpu without CUDA is refused; without --gpu no CUDA device is visible.
 """
 from __future__ import annotations
 
@@ -96,6 +99,60 @@ def _findings(folder: Path) -> list[str]:
     return check_input(profile_input(c.image, c.spacing), c.modalities, model_spacing=(1.0, 1.0, 1.0))
 
 
+WORKER_CHECK = r"""
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import prepare_worker as w
+from brainles_preprocessing.utils import zenodo
+tmp = Path(sys.argv[2])
+zenodo.ATLASES_FOLDER, zenodo.SYNTHSTRIP_FOLDER = tmp / "atlases", tmp / "weights"
+zenodo.ZenodoRecord.BASE_URL = "http://127.0.0.1:9/nowhere"  # any request fails at once
+out = {}
+needs = w.Needs(False)
+w.resolve_atlas("brats_sri24", needs)
+out["absent"] = needs.failed
+for version, text in (("1.2.0", "old"), ("1.10.0", "new")):  # 1.10 is newer than 1.2
+    (tmp / "atlases" / f"15236131_v{version}").mkdir(parents=True)
+    (tmp / "atlases" / f"15236131_v{version}" / "brats_sri24.nii").write_text(text)
+(tmp / "atlases" / "15236131_v2.0.0").mkdir()  # empty: an unfinished download
+needs = w.Needs(False)
+atlas = w.resolve_atlas("brats_sri24", needs)
+out["atlas"], out["atlas_text"], out["atlas_failed"] = str(atlas), atlas.read_text(), needs.failed
+out["fetch_atlases"] = str(zenodo.fetch_atlases())  # brainles' own call: from the local copy
+(tmp / "weights" / "16535633_v1.0.0").mkdir(parents=True)
+(tmp / "weights" / "16535633_v1.0.0" / "synthstrip.1.pt").write_text("w")
+needs = w.Needs(False)
+w.brain_extractor("synthstrip", needs)
+out["synth_failed"], out["fetch_synthstrip"] = needs.failed, str(zenodo.fetch_synthstrip())
+try:
+    w.check_gpu(True)
+except w.Refused as e:
+    out["gpu"] = str(e)
+w.check_gpu(False)
+out["cuda_visible"] = os.environ["CUDA_VISIBLE_DEVICES"]
+print(json.dumps(out))
+"""
+
+
+def test_the_worker_uses_brainles_layout_and_never_asks_twice(prepare_python, tmp_path):
+    import json
+
+    from singr.data.prepare import WORKER
+
+    r = subprocess.run([prepare_python, "-W", "ignore", "-c", WORKER_CHECK, str(WORKER.parent), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["absent"]) == 1 and "downloads are off" in out["absent"][0]
+    newest = tmp_path / "atlases" / "15236131_v1.10.0"
+    assert out["atlas"] == str(newest / "brats_sri24.nii") and out["atlas_text"] == "new"
+    assert out["atlas_failed"] == [] and out["fetch_atlases"] == str(newest)
+    assert out["synth_failed"] == [] and out["fetch_synthstrip"] == str(tmp_path / "weights" / "16535633_v1.0.0")
+    assert out["gpu"].startswith("--gpu: no CUDA device in this environment (torch 2.13.0")
+    assert out["cuda_visible"] == ""
+
+
 def test_downloads_are_refused_offline_in_one_line(misaligned, prepare_python, capsys):
     out = misaligned["work"] / "refused"
     assert main(["prepare", "--case", str(misaligned["mis"]), "--out", str(out), "--python", prepare_python,
@@ -118,6 +175,8 @@ def test_a_misaligned_case_comes_back_into_the_atlas_space(misaligned, prepare_p
     assert max(corr_before.values()) < 0.6, corr_before
 
     out = misaligned["work"] / "prepared"
+    failed = misaligned["work"] / "prepared.prepare-failed.log"
+    failed.write_text("an earlier run failed")  # a success removes it
     status = main(["prepare", "--case", str(mis), "--out", str(out), "--python", prepare_python,
                    "--atlas", str(misaligned["atlas"]), "--brain-extraction", "none"])
     printed = capsys.readouterr().out
@@ -137,4 +196,4 @@ def test_a_misaligned_case_comes_back_into_the_atlas_space(misaligned, prepare_p
         mats = sorted(p.name for p in (out / "transforms" / m).iterdir())
         assert mats and all(p.endswith(".mat") for p in mats), (m, mats)
     assert sorted(p.name for p in (out / "transforms" / "t1n").iterdir())[0].startswith("1_M_co__t1c__t1n")
-    assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
+    assert not [p for p in out.parent.iterdir() if ".partial-" in p.name] and not failed.exists()
