@@ -14,7 +14,7 @@ fi
 echo "[setup-brats-eval] creating $VENV ($SPEC)"
 PY="${PYTHON:-python3}"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check $SPEC 2>&1 | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check $SPEC 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import brats_evaluation, panoptica" 
 echo "$SPEC" > "$STAMP"
 echo "[setup-brats-eval] done: $("$VENV/bin/python" -c 'import importlib.metadata as m; print("brats-evaluation", m.version("BraTS_evaluation"), "panoptica", m.version("panoptica"))')"

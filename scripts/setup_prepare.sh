@@ -19,7 +19,7 @@ PY="${PYTHON:-python3}"
 echo "[setup-prepare] creating $VENV ($TORCH_SPEC, $SPEC)"
 "$PY" -m venv "$VENV"
 pip_quiet() {  # pip's own errors pass; this machine's pip.conf notices about absent index folders do not
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2)
+  "$VENV/bin/python" -m pip install -q --no-compile --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 pip_quiet "$TORCH_SPEC"
 pip_quiet "$SPEC"
