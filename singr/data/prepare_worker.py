@@ -40,6 +40,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 ERROR = "singr-prepare-error: "
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -59,18 +60,18 @@ class Needs:
         self.download = download
         self.failed: list[str] = []
 
-    def fetch(self, what: str, source: str, folder: object, flag: str, get: object) -> bool:
-        """Run ``get()`` (the download) unless downloads are off; note a failure. True: on disk now."""
+    def fetch(self, what: str, source: str, folder: object, flag: str, get: Callable[[], Any]) -> Any:
+        """``get()`` (the download, returning where it put the files) unless downloads are off;
+        None after noting why it did not happen."""
         if self.download:
             try:
-                get()  # type: ignore[operator]
-                return True
+                return get()
             except Exception as e:  # ZenodoException, URLError, timeouts
                 why = f"the download failed ({type(e).__name__}: {str(e)[:160]})"
         else:
             why = "downloads are off (--no-download)"
         self.failed.append(f"{what} (downloaded at first use from {source} into {folder}): {why}; or pass {flag}")
-        return False
+        return None
 
     def check(self) -> None:
         if self.failed:
@@ -113,13 +114,10 @@ def resolve_atlas(atlas: str | None, needs: Needs) -> Path | None:
         folder, record = Path(zenodo.ATLASES_FOLDER), zenodo.ATLASES_RECORD_ID
         local = local_record(folder, record)
         if local is None:
-            got: list[Path] = []
-            needs.fetch(f"atlas registration needs the atlas {name}", f"Zenodo record {record}", folder,
-                        "--atlas PATH (an atlas NIfTI you have) or --atlas none",
-                        lambda: got.append(zenodo.fetch_atlases()))
-            if not got:
+            local = needs.fetch(f"atlas registration needs the atlas {name}", f"Zenodo record {record}", folder,
+                                "--atlas PATH (an atlas NIfTI you have) or --atlas none", zenodo.fetch_atlases)
+            if local is None:
                 return folder / name  # refused below (Needs.check), never used
-            local = got[0]
         _use_local(record, folder, local)
         if not (local / name).is_file():
             raise Refused(f"the atlas record in {local} holds no {name}; expected one of "
@@ -161,10 +159,8 @@ def brain_extractor(name: str, needs: Needs) -> object | None:
         folder, record = Path(zenodo.SYNTHSTRIP_FOLDER), zenodo.SYNTHSTRIP_RECORD_ID
         local = local_record(folder, record)
         if local is None or not (local / "synthstrip.1.pt").is_file():
-            got: list[Path] = []
-            needs.fetch("brain extraction (SynthStrip) needs its network weights", f"Zenodo record {record}",
-                        folder, flag, lambda: got.append(zenodo.fetch_synthstrip()))
-            local = got[0] if got else None
+            local = needs.fetch("brain extraction (SynthStrip) needs its network weights", f"Zenodo record {record}",
+                                folder, flag, zenodo.fetch_synthstrip)
         if local is not None:
             _use_local(record, folder, local)  # the extractor fetches again when it runs: no second request
         return SynthStripExtractor()

@@ -38,7 +38,7 @@ def test_inputs_from_a_folder_files_and_their_errors(tmp_path):
         prep.gather_inputs(case=case, files=files, tmp=tmp_path)
     with pytest.raises(SingrInputError, match=r"missing modalities \['t2'\]"):
         prep.gather_inputs(files={k: v for k, v in files.items() if k != "t2"}, tmp=tmp_path)
-    with pytest.raises(SingrInputError, match="unknown modality 'dwi'"):
+    with pytest.raises(SingrInputError, match="unexpected modality 'dwi'"):
         prep.gather_inputs(files={**files, "dwi": files["t1"]}, tmp=tmp_path)
     with pytest.raises(SingrInputError, match="t1: no such file"):
         prep.gather_inputs(files={**files, "t1": tmp_path / "nope.nii.gz"}, tmp=tmp_path)
@@ -156,9 +156,12 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "case nowhere" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-def test_the_atlas_names_are_the_workers():
-    """The driver (no brainles here) and the worker (run in .venv-prepare) name the same atlases."""
+def test_the_help_names_the_workers_atlases(capsys):
+    """The driver takes its atlas names from the worker (run in .venv-prepare); `--help` lists them all."""
     from singr.data import prepare_worker
 
-    assert set(prep.ATLAS_NAMES) == set(prepare_worker.ATLASES)
-    assert prep.WORKER == Path(prepare_worker.__file__)
+    assert prep.ATLAS_NAMES == tuple(prepare_worker.ATLASES) and prep.WORKER == Path(prepare_worker.__file__)
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert [n for n in prep.ATLAS_NAMES if n not in shown] == []
