@@ -9,8 +9,8 @@
    show what the viewer draws for a real 240 x 240 x 155 scan, not accuracy on unseen scans.
 2. **Training**: ``singr train -c configs/viewer-picture.yaml`` (the paper's SiNG settings and
    Focal-L1; a network and schedule sized for 2 CPU cores), best checkpoint by validation Dice.
-3. **Pictures**: the checkpoint is served by the real endpoint (Ray Serve on a free loopback
-   port) and the viewer page is driven in headless Chromium as a user would: the four files
+3. **Pictures**: the checkpoint is served by ``singr serve`` on a free loopback port, as a user
+   starts it, and the viewer page is driven in headless Chromium as a user would: the four files
    uploaded, "Segment", the crosshair put on the tumour's centre, a screenshot with the label
    overlay, then "signed map of WT" on and a second screenshot (the model's signed map: near 0,
    the uncertain border band). The Dice of the label map the endpoint returned is printed (against the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -88,32 +89,27 @@ def tumour_centre(case: Path) -> tuple[float, float, float]:
     return out[0], out[1], out[2]
 
 
-def _serve(checkpoint: Path) -> str:
-    """Serve ``checkpoint`` on a free loopback port (Ray started here: the caller shuts it down)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+def _serve(checkpoint: Path) -> tuple[str, subprocess.Popen]:
+    """``singr serve --model checkpoint`` on a free loopback port, as a user starts it; its URL once
+    healthy, and the process (the caller ends it)."""
     import httpx
-    import ray
-    from ray import serve
 
-    from serve.app import make_app
     from tune.nodes import free_port
 
     port = free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="singr-picture")
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = make_app({"model": str(checkpoint), "max_upload_mb": 64, "num_threads": 2},
-                   {"num_replicas": 1, "max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 1}})
-    serve.run(app, name="singr", route_prefix="/")
+    proc = subprocess.Popen([sys.executable, "-m", "singr", "serve", "--model", str(checkpoint), "--port", str(port),
+                             "--replicas", "1"], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
         try:
             if httpx.get(base + "/v1/health", timeout=10).status_code == 200:
-                return base
+                return base, proc
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise SystemExit("the endpoint never became healthy")
+    proc.terminate()
+    raise SystemExit(f"singr serve never became healthy (exit status {proc.poll()})")
 
 
 def shoot(case: Path, checkpoint: Path, out: Path) -> dict[str, Any]:
@@ -122,17 +118,15 @@ def shoot(case: Path, checkpoint: Path, out: Path) -> dict[str, Any]:
 
     import httpx
     import nibabel as nib
-    import ray
     from playwright.sync_api import sync_playwright
-    from ray import serve
 
     from singr.io.nifti import read_nifti_bytes
     from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 
     shown = checkpoint.parents[2] / "singr-brats-case.safetensors"  # the viewer shows the file's stem as the name
     shutil.copyfile(checkpoint, shown)
+    base, server = _serve(shown)
     try:
-        base = _serve(shown)
         files = [(m, (f"{m}.nii.gz", (case / f"{m}.nii.gz").read_bytes(), "application/gzip")) for m in MODS]
         r = httpx.post(base + "/v1/segment", files=files, timeout=900)
         r.raise_for_status()
@@ -167,18 +161,17 @@ def shoot(case: Path, checkpoint: Path, out: Path) -> dict[str, Any]:
             browser.close()
         return {"status": status, "viewer_seconds": round(seconds, 1), "dice_vs_seg": dice, "crosshair": centre}
     finally:
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
+        server.send_signal(signal.SIGINT)  # singr serve shuts Serve and its Ray down on Ctrl-C
+        server.wait(timeout=120)
 
 
 def region_dice(label: np.ndarray, seg: np.ndarray) -> dict[str, float]:
     """Dice of the BraTS regions (2023 labels: WT = 1|2|3, TC = 1|3, ET = 3) of ``label`` against ``seg``."""
-    out = {}
-    for name, labels in (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,))):
-        a, b = np.isin(label, labels), np.isin(seg, labels)
-        out[name] = round(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)), 4)
-    return out
+    from singr.metrics import dice
+    from singr.regions import labels_to_regions, region_names
+
+    pred, truth = labels_to_regions(label, "brats2023"), labels_to_regions(seg, "brats2023")
+    return {n: round(dice(pred[i], truth[i]), 4) for i, n in enumerate(region_names("brats2023"))}
 
 
 def main(argv: list[str] | None = None) -> int:
